@@ -1,0 +1,39 @@
+/**
+ * hybrid-attention: hybrid linear / sliding-window attention with an exact CPU reference and
+ * CUDA kernels, for converting pretrained Transformers and proving which branch does the work.
+ */
+export { Tensor, liveTensors, synchronize, disposeAll } from './tensor.js';
+export type { Shape, TensorOptions } from './tensor.js';
+export { accumDType, DTYPES } from './dtype.js';
+export type { DType, HostArray } from './dtype.js';
+export { resolveDevice, runtimeInfo, cudaAvailable } from './device.js';
+export type { Device, DeviceRequest, RuntimeInfo } from './device.js';
+export * from './errors.js';
+export {
+  hybridAttention,
+  hybridAttentionBackward,
+  hybridAttentionNaive,
+  hybridAttentionBackwardNaive,
+  HYBRID_MODES,
+  WINDOW_GEOMETRIES,
+  LAMBDA_KINDS,
+} from './ops/hybrid-attention.js';
+export type {
+  HybridMode,
+  WindowGeometry,
+  LambdaKind,
+  HybridAttentionInputs,
+  HybridAttentionOptions,
+  HybridAttentionStats,
+  HybridAttentionSaved,
+  HybridAttentionResult,
+  HybridAttentionGrads,
+} from './ops/hybrid-attention.js';
+export { laShare } from './ops/la-share.js';
+export type { LaShareSummary } from './ops/la-share.js';
+export { featureMap, featureMapBackward, FEATURE_MAP_KINDS, FEATURE_ACTS } from './ops/feature-map.js';
+export type { FeatureMapKind, FeatureAct, FeatureMapInputs, FeatureMapOptions, FeatureMapResult, FeatureMapGrads, FeatureMapSaved } from './ops/feature-map.js';
+export { transferLoss, transferLossBackward } from './ops/transfer-loss.js';
+export type { TransferLossInputs, TransferLossSaved } from './ops/transfer-loss.js';
+export { softmaxAttention, softmaxAttentionBackward } from './ops/softmax-attention.js';
+export type { SoftmaxAttentionInputs, SoftmaxAttentionOptions, SoftmaxAttentionSaved } from './ops/softmax-attention.js';

@@ -1,0 +1,123 @@
+// CUDA runtime glue: one stream per process, stream-ordered allocation, copies, error mapping.
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <string>
+
+#include "core/cuda_backend.h"
+#include "core/errors.h"
+
+namespace ha {
+
+namespace {
+
+std::once_flag g_init_once;
+cudaStream_t g_stream = nullptr;
+std::string g_init_error;
+
+[[noreturn]] void throw_cuda(cudaError_t err, const char* what) {
+  cudaGetLastError();  // clear a sticky-free error so the process can go on
+  ErrorCode code = err == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Device;
+  throw Error(code, std::string(what) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+}
+
+void ensure_init() {
+  std::call_once(g_init_once, [] {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) { g_init_error = std::string("no usable CUDA driver: ") + cudaGetErrorString(err); cudaGetLastError(); return; }
+    if (count == 0) { g_init_error = "no CUDA device found"; return; }
+    err = cudaSetDevice(0);
+    if (err == cudaSuccess) err = cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking);
+    if (err != cudaSuccess) { g_init_error = std::string("CUDA initialisation failed: ") + cudaGetErrorString(err); cudaGetLastError(); }
+  });
+  if (!g_init_error.empty()) throw Error(ErrorCode::Device, g_init_error, "device");
+}
+
+}  // namespace
+
+CudaInfo cuda_info() {
+  CudaInfo info;
+  info.compiled = true;
+  cudaRuntimeGetVersion(&info.runtime_version);
+  cudaDriverGetVersion(&info.driver_version);
+  try {
+    ensure_init();
+  } catch (const Error& e) {
+    info.reason = e.what();
+    return info;
+  }
+  cudaGetDeviceCount(&info.device_count);
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+    info.reason = "cudaGetDeviceProperties failed";
+    cudaGetLastError();
+    return info;
+  }
+  info.available = true;
+  info.name = prop.name;
+  info.major = prop.major;
+  info.minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  info.total_memory = static_cast<int64_t>(total_b);
+  info.free_memory = static_cast<int64_t>(free_b);
+  return info;
+}
+
+void* cuda_stream() {
+  ensure_init();
+  return g_stream;
+}
+
+void* cuda_allocate(int64_t bytes) {
+  ensure_init();
+  void* p = nullptr;
+  cudaError_t err = cudaMallocAsync(&p, bytes > 0 ? static_cast<size_t>(bytes) : 256, g_stream);
+  if (err != cudaSuccess) {
+    if (err == cudaErrorMemoryAllocation)
+      { cudaGetLastError(); throw Error(ErrorCode::OutOfMemory, "out of GPU memory allocating " + std::to_string(bytes) + " bytes"); }
+    throw_cuda(err, "cudaMallocAsync");
+  }
+  return p;
+}
+
+void cuda_release(void* p) {
+  if (p && g_stream) {
+    if (cudaFreeAsync(p, g_stream) != cudaSuccess) cudaGetLastError();
+  }
+}
+
+void cuda_copy_to_device(void* dst, const void* src, int64_t bytes) {
+  ensure_init();
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g_stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(g_stream);  // src is pageable host memory owned by the caller
+  if (err != cudaSuccess) throw_cuda(err, "copy to device");
+}
+
+void cuda_copy_to_host(void* dst, const void* src, int64_t bytes) {
+  ensure_init();
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g_stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(g_stream);
+  if (err != cudaSuccess) throw_cuda(err, "copy to host");
+}
+
+void cuda_copy_device_to_device(void* dst, const void* src, int64_t bytes) {
+  ensure_init();
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_stream);
+  if (err != cudaSuccess) throw_cuda(err, "device copy");
+}
+
+void cuda_synchronize() {
+  ensure_init();
+  cudaError_t err = cudaStreamSynchronize(g_stream);
+  if (err != cudaSuccess) throw_cuda(err, "stream synchronize");
+}
+
+void cuda_check(const char* what) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, what);
+}
+
+}  // namespace ha
