@@ -17,6 +17,7 @@ import {
   synchronize,
 } from '../lib/index.js';
 import type { DType, Device } from '../lib/index.js';
+import { timeCuda } from './cuda-timer.js';
 import { hybridBackwardBytes, hybridBackwardFlops, hybridForwardBytes, hybridForwardFlops, peakFor, type HybridShape } from './flops.js';
 
 interface Args {
@@ -72,6 +73,7 @@ function randomTensor(shape: number[], dtype: DType, device: Device, positive = 
 async function timeIt(fn: () => unknown[], device: Device, warmup: number, runs: number): Promise<number> {
   for (let i = 0; i < warmup; i++) disposeAll(fn());
   await synchronize(device);
+  if (device === 'cuda') return median(await timeCuda(fn, runs));
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now();

@@ -39,10 +39,17 @@ export interface NativeAddon {
   synchronize(a: { device: number }): Promise<void>;
   liveCounters(a: { device: number }): { tensors: number; bytes: number };
   cudaInfo(): NativeCudaInfo;
+  eventTimeline(n: number): object;
+  recordEvent(timeline: object, i: number): void;
+  elapsed(timeline: object): Promise<number[]>;
   hybridAttentionForward(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'>;
   hybridAttentionBackward(a: object): Handles<'dq' | 'dk' | 'dv' | 'dfq' | 'dfk' | 'dgamma'>;
   hybridAttentionForwardNaive(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'>;
   hybridAttentionBackwardNaive(a: object): Handles<'dq' | 'dk' | 'dv' | 'dfq' | 'dfk' | 'dgamma'>;
+  decodeStateBytes(a: object): number;
+  decodePrefill(a: object): Partial<Handles<'y' | 'c' | 'denSwa' | 'denLa'>>;
+  decodeStep(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'>;
+  decodeWriteState(a: object): void;
   featureMapForward(a: object): Handles<'phi'>;
   featureMapBackward(a: object): Handles<'dx'> & Partial<Handles<'dw' | 'db'>>;
   transferLossForward(a: object): Handles<'loss'>;

@@ -154,8 +154,16 @@ void* OpCall::out(const char* name, DType dtype, int64_t numel) {
   return t->data();
 }
 
+void* OpCall::inout(const char* name, DType dtype, int64_t numel) {
+  StoragePtr t = tensor_prop(args_, name);
+  expect_tensor(t, name, device_, dtype, numel);
+  inputs_.push_back(t);
+  updated_.push_back(t);
+  return t->data();
+}
+
 void OpCall::submit(std::function<void()> run) {
-  std::vector<StoragePtr> outs;
+  std::vector<StoragePtr> outs = updated_;
   for (auto& o : outputs_) outs.push_back(o.second);
   binding::submit(device_, inputs_, outs, std::move(run));
 }

@@ -59,6 +59,9 @@ class OpCall {
   // Checked input; null when optional and absent.
   const void* in(const char* name, DType dtype, int64_t numel, bool optional = false);
   void* out(const char* name, DType dtype, int64_t numel);
+  // Checked tensor the op updates in place (optimizer state, accumulated gradients): ordered
+  // like an input, and a failure marks it like an output. Not returned by result().
+  void* inout(const char* name, DType dtype, int64_t numel);
   void submit(std::function<void()> run);
   Napi::Object result(Napi::Env env) const;
 
@@ -67,6 +70,7 @@ class OpCall {
   Device device_;
   std::vector<StoragePtr> inputs_;
   std::vector<std::pair<const char*, StoragePtr>> outputs_;
+  std::vector<StoragePtr> updated_;
 };
 
 // Throws NotImplemented for ops that have no kernel on `device` yet, and checks the CPU dtypes.

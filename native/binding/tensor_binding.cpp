@@ -200,6 +200,64 @@ Napi::Value CudaInfoJs(const Napi::CallbackInfo& info) {
 }
 
 
+// GPU timing for benchmarks: eventTimeline(n) creates n events; recordEvent(timeline, i) records
+// event i on the stream in queue order; elapsed(timeline) resolves with the n-1 intervals (ms).
+struct Timeline {
+  std::vector<void*> events;
+  ~Timeline() { for (void* e : events) cuda_event_destroy(e); }
+};
+
+Napi::Value EventTimeline(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  int64_t n = info[0].As<Napi::Number>().Int64Value();
+  if (n < 2 || n > 100000) throw Error(ErrorCode::InvalidArgument, "timeline needs 2..100000 events", "n");
+  auto timeline = std::make_shared<Timeline>();
+  for (int64_t i = 0; i < n; ++i) timeline->events.push_back(cuda_event_create());
+  auto* holder = new std::shared_ptr<Timeline>(timeline);
+  return Napi::External<std::shared_ptr<Timeline>>::New(env, holder, [](Napi::Env, std::shared_ptr<Timeline>* p) { delete p; });
+  HA_BINDING_CATCH(env)
+}
+
+Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  auto timeline = *info[0].As<Napi::External<std::shared_ptr<Timeline>>>().Data();
+  int64_t i = info[1].As<Napi::Number>().Int64Value();
+  if (i < 0 || i >= static_cast<int64_t>(timeline->events.size())) throw Error(ErrorCode::InvalidArgument, "event index out of range", "i");
+  submit(Device::CUDA, {}, {}, [timeline, i] { cuda_event_record(timeline->events[i]); });
+  return env.Undefined();
+  HA_BINDING_CATCH(env)
+}
+
+Napi::Value Elapsed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  auto timeline = *info[0].As<Napi::External<std::shared_ptr<Timeline>>>().Data();
+  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+  auto result = std::make_shared<std::vector<float>>();
+  completion_begin(env);
+  Job job;
+  job.run = [timeline, result] {
+    for (size_t i = 1; i < timeline->events.size(); ++i)
+      result->push_back(cuda_event_elapsed_ms(timeline->events[i - 1], timeline->events[i]));
+  };
+  job.done = [deferred, result](const std::shared_ptr<DeferredError>& error) {
+    completion_post([deferred, result, error](Napi::Env env) {
+      if (error) {
+        deferred->Reject(make_js_error(env, error->code, error->message, error->argument).Value());
+        return;
+      }
+      Napi::Array arr = Napi::Array::New(env, result->size());
+      for (size_t i = 0; i < result->size(); ++i) arr.Set(i, Napi::Number::New(env, (*result)[i]));
+      deferred->Resolve(arr);
+    });
+  };
+  queue_for(Device::CUDA).submit(std::move(job));
+  return deferred->Promise();
+  HA_BINDING_CATCH(env)
+}
+
 }  // namespace
 
 void init_tensor_binding(Napi::Env env, Napi::Object exports) {
@@ -212,6 +270,9 @@ void init_tensor_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("liveCounters", Napi::Function::New(env, LiveCounters));
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfoJs));
+  exports.Set("eventTimeline", Napi::Function::New(env, EventTimeline));
+  exports.Set("recordEvent", Napi::Function::New(env, RecordEvent));
+  exports.Set("elapsed", Napi::Function::New(env, Elapsed));
 }
 
 }  // namespace ha::binding

@@ -23,6 +23,9 @@ std::string g_init_error;
 
 void ensure_init() {
   std::call_once(g_init_once, [] {
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    if (driver == 0) { g_init_error = "no NVIDIA driver found"; return; }
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) { g_init_error = std::string("no usable CUDA driver: ") + cudaGetErrorString(err); cudaGetLastError(); return; }
@@ -118,6 +121,31 @@ void cuda_synchronize() {
 void cuda_check(const char* what) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, what);
+}
+
+void* cuda_event_create() {
+  ensure_init();
+  cudaEvent_t e = nullptr;
+  cudaError_t err = cudaEventCreate(&e);
+  if (err != cudaSuccess) throw_cuda(err, "cudaEventCreate");
+  return e;
+}
+
+void cuda_event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+void cuda_event_record(void* event) {
+  cudaError_t err = cudaEventRecord(static_cast<cudaEvent_t>(event), g_stream);
+  if (err != cudaSuccess) throw_cuda(err, "cudaEventRecord");
+}
+
+float cuda_event_elapsed_ms(void* start, void* end) {
+  cudaError_t err = cudaEventSynchronize(static_cast<cudaEvent_t>(end));
+  float ms = 0;
+  if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end));
+  if (err != cudaSuccess) throw_cuda(err, "cudaEventElapsedTime");
+  return ms;
 }
 
 }  // namespace ha

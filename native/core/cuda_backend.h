@@ -32,4 +32,11 @@ void cuda_copy_device_to_device(void* dst, const void* src, int64_t bytes);
 void cuda_synchronize();     // waits for the stream; throws on a pending asynchronous error
 void cuda_check(const char* what);  // throws ha::Error if the last launch failed
 
+// Timing events on the library's stream (benchmarks): create, record (stream-ordered), and the
+// milliseconds between two recorded events (waits for the later one).
+void* cuda_event_create();
+void cuda_event_destroy(void* event);
+void cuda_event_record(void* event);
+float cuda_event_elapsed_ms(void* start, void* end);
+
 }  // namespace ha

@@ -23,6 +23,10 @@ void cuda_copy_to_host(void*, const void*, int64_t) { no_cuda(); }
 void cuda_copy_device_to_device(void*, const void*, int64_t) { no_cuda(); }
 void cuda_synchronize() {}
 void cuda_check(const char*) {}
+void* cuda_event_create() { no_cuda(); }
+void cuda_event_destroy(void*) {}
+void cuda_event_record(void*) { no_cuda(); }
+float cuda_event_elapsed_ms(void*, void*) { no_cuda(); }
 
 }  // namespace ha
 #endif

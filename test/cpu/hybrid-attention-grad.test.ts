@@ -130,3 +130,29 @@ describe('limits', () => {
     disposeAll([inputs, out]);
   });
 });
+
+describe('LA share of the normaliser', () => {
+  it('is 0 for swa, 1 for la on rows past the window, and in between for the hybrid', async () => {
+    const { laShare } = await import('../../lib/index.js');
+    const w = 4;
+    const h = randomHybrid({ B: 2, H: 2, Hkv: 1, T: 20, d: 4, dv: 4, F: 4, seed: 8 });
+    const t = (n: 'q' | 'k' | 'v' | 'fq' | 'fk') => Tensor.fromArray(h[n], h.shapes[n], { dtype: 'f64' });
+    const inputs = { q: t('q'), k: t('k'), v: t('v'), fq: t('fq'), fk: t('fk'), gamma: [0.5, 0.01] };
+    const share = async (mode: 'swa' | 'la' | 'hybrid') => {
+      const out = hybridAttention(inputs, { window: w, mode });
+      const s = await laShare(out.stats, w);
+      out.dispose();
+      return s;
+    };
+    const swa = await share('swa');
+    expect(Array.from(swa.mean)).toEqual([0, 0]);
+    const la = await share('la');
+    expect(Array.from(la.late)).toEqual([1, 1]);
+    expect(Array.from(la.early).every(Number.isNaN)).toBe(true); // no LA set and no window in mode la before w
+    const hybrid = await share('hybrid');
+    expect(Array.from(hybrid.early)).toEqual([0, 0]); // n < w: the window holds the whole prefix
+    for (const x of hybrid.late) expect(x > 0 && x < 1).toBe(true);
+    expect(hybrid.late[1]!).toBeGreaterThan(hybrid.late[0]!); // smaller gamma, larger LA share
+    disposeAll(inputs);
+  });
+});

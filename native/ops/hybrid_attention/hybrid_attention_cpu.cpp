@@ -151,7 +151,7 @@ void forward_impl(const HybridAttentionParams& p) {
       const Acc gam = gamma ? gamma[h] : Acc(0);
       const Acc m = keep ? keep[bh] : Acc(1);
       const Acc lam = p.lambda_kind == LambdaKind::Affine ? Acc(1) - gam : Acc(1);
-      const Acc gw = (G.mode == HybridMode::Swa || G.mode == HybridMode::Sinks) ? Acc(1) : gam * m;
+      const Acc gw = (G.mode == HybridMode::Swa || G.mode == HybridMode::Sinks) ? m : gam * m;  // keep = 0 switches the softmax branch off in every mode
       std::fill(S.begin(), S.end(), Acc(0));
       std::fill(z.begin(), z.end(), Acc(0));
       int64_t added = 0;
@@ -271,7 +271,7 @@ void backward_impl(const HybridAttentionGradParams& gp) {
         const Acc gam = gamma ? gamma[h] : Acc(0);
         const Acc m = keep ? keep[bh] : Acc(1);
         const Acc lam = p.lambda_kind == LambdaKind::Affine ? Acc(1) - gam : Acc(1);
-        const Acc gw = (G.mode == HybridMode::Swa || G.mode == HybridMode::Sinks) ? Acc(1) : gam * m;
+        const Acc gw = (G.mode == HybridMode::Swa || G.mode == HybridMode::Sinks) ? m : gam * m;  // keep = 0 switches the softmax branch off in every mode
         Acc dgw = 0, dlam = 0;
         auto row_D = [&](int64_t n) { return dsw_in[bh * Tn + n] + dla_in[bh * Tn + n]; };
         auto row_yy = [&](int64_t n) {

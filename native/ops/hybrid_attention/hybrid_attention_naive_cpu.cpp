@@ -72,7 +72,7 @@ Row naive_row(const HybridAttentionParams& p, const NaiveSets& sets, int64_t b, 
   r.inw.assign(n + 1, 0); r.inl.assign(n + 1, 0);
   r.y.assign(dv, 0);
   r.lam = p.lambda_kind == LambdaKind::Affine ? 1.0 - gamma : 1.0;  // un-masked gamma
-  r.gw = (p.mode == HybridMode::Swa || p.mode == HybridMode::Sinks) ? 1.0 : gamma * m;
+  r.gw = (p.mode == HybridMode::Swa || p.mode == HybridMode::Sinks) ? m : gamma * m;  // keep = 0: softmax branch off
   if (p.mode == HybridMode::None) return r;
   bool any_w = false;
   r.c = -INFINITY;

@@ -1,0 +1,221 @@
+/**
+ * Recurrent decode (SPEC sec. 7): a fixed-size state per sequence — S = sum fk v^T and
+ * z = sum fk over the tokens that left the window, the window's keys/values/feature keys, and
+ * the sink tokens — built by a prefill and advanced by ragged steps, with the same outputs as
+ * the parallel form for every mode and geometry. One state serves every mode.
+ */
+import { accumDType, DTYPE_CODE, type DType } from '../dtype.js';
+import { DEVICE_CODE, type Device } from '../device.js';
+import { DisposedError, InvalidArgumentError, callNative } from '../errors.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { HYBRID_MODES, LAMBDA_KINDS, WINDOW_GEOMETRIES, type HybridAttentionStats, type HybridMode, type LambdaKind, type WindowGeometry } from './hybrid-attention.js';
+import { expectBackendDType, expectChoice, expectInteger, expectShape, expectTensor, hostOrTensor, resolveScale } from './validate.js';
+
+export interface DecodeConfig {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  valueDim: number;
+  featureDim: number;
+  window: number;
+  /** Sink tokens kept for mode 'sinks' (default 8). */
+  sinks?: number;
+  geometry?: WindowGeometry;
+  dtype?: DType;
+  device?: Device;
+}
+
+export interface DecodeOptions {
+  mode?: HybridMode;
+  lambda?: LambdaKind;
+  scale?: number;
+}
+
+export interface DecodeTokens {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  fq: Tensor;
+  fk: Tensor;
+  gamma: Tensor | ArrayLike<number>;
+  keep?: Tensor | ArrayLike<number>;
+}
+
+export interface DecodeOutput {
+  y: Tensor;
+  stats: HybridAttentionStats;
+  dispose(): void;
+}
+
+
+/** The decode states of a batch of sequences. */
+export class HybridDecodeState {
+  readonly config: Required<DecodeConfig>;
+  readonly batch: number;
+  /** Bytes of one sequence's state. */
+  readonly bytesPerSequence: number;
+  private readonly storage: Tensor;
+
+  private constructor(config: Required<DecodeConfig>, batch: number, bytes: number, storage: Tensor) {
+    this.config = config;
+    this.batch = batch;
+    this.bytesPerSequence = bytes;
+    this.storage = storage;
+  }
+
+  /** Allocates the states of `batch` sequences (empty until prefill). */
+  static create(config: DecodeConfig, batch: number): HybridDecodeState {
+    const full: Required<DecodeConfig> = {
+      sinks: 8,
+      geometry: 'sliding',
+      dtype: 'f32',
+      device: 'cpu',
+      ...config,
+    };
+    for (const key of ['heads', 'kvHeads', 'headDim', 'valueDim', 'window'] as const) expectInteger(full[key], key, 1);
+    expectInteger(full.featureDim, 'featureDim', 0);
+    expectInteger(full.sinks, 'sinks', 1);
+    expectInteger(batch, 'batch', 1);
+    expectChoice(full.geometry, 'geometry', WINDOW_GEOMETRIES);
+    expectBackendDType(full.dtype, full.device, 'dtype');
+    if (full.heads % full.kvHeads !== 0) throw new InvalidArgumentError('heads must be a multiple of kvHeads', 'kvHeads');
+    const bytes = callNative(() => native.decodeStateBytes(HybridDecodeState.nativeConfig(full)));
+    const storage = Tensor.empty([batch, bytes / 4], { dtype: 'i32', device: full.device });
+    return new HybridDecodeState(full, batch, bytes, storage);
+  }
+
+  private static nativeConfig(c: Required<DecodeConfig>) {
+    return {
+      device: DEVICE_CODE[c.device],
+      dtype: DTYPE_CODE[c.dtype],
+      heads: c.heads,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      valueDim: c.valueDim,
+      featureDim: c.featureDim,
+      window: c.window,
+      sinks: c.sinks,
+      geometry: WINDOW_GEOMETRIES.indexOf(c.geometry),
+    };
+  }
+
+  private args(tokens: DecodeTokens, options: DecodeOptions, rows: number[], owned: Tensor[]) {
+    if (this.storage.disposed) throw new DisposedError('the decode state was disposed', 'state');
+    const c = this.config;
+    const shapeOf = (heads: number, dim: number) => (rows.length === 2 ? [rows[0]!, heads, rows[1]!, dim] : [rows[0]!, heads, dim]);
+    const get = (name: 'q' | 'k' | 'v' | 'fq' | 'fk', heads: number, dim: number) => {
+      const t = expectTensor(tokens[name], name, { dtype: c.dtype, device: c.device });
+      expectShape(t, name, shapeOf(heads, dim));
+      return t.handle;
+    };
+    const gamma = hostOrTensor(tokens.gamma, 'gamma', [c.heads], c.dtype, c.device, (x) => (x > 0 && x < 1 ? null : 'is outside (0, 1)'));
+    if (gamma.owned) owned.push(gamma.tensor);
+    let keep: Tensor | undefined;
+    if (tokens.keep !== undefined) {
+      const k = hostOrTensor(tokens.keep, 'keep', [this.batch, c.heads], c.dtype, c.device, (x) => (x === 0 || x === 1 ? null : 'is not 0 or 1'));
+      if (k.owned) owned.push(k.tensor);
+      keep = k.tensor;
+    }
+    const mode = expectChoice(options.mode ?? 'hybrid', 'mode', HYBRID_MODES);
+    const lambda = expectChoice(options.lambda ?? 'one', 'lambda', LAMBDA_KINDS);
+    return {
+      ...HybridDecodeState.nativeConfig(c),
+      batch: this.batch,
+      mode: HYBRID_MODES.indexOf(mode),
+      lambda: LAMBDA_KINDS.indexOf(lambda),
+      scale: resolveScale(options.scale, c.headDim),
+      state: this.storage.handle,
+      q: get('q', c.heads, c.headDim),
+      k: get('k', c.kvHeads, c.headDim),
+      v: get('v', c.kvHeads, c.valueDim),
+      fq: get('fq', c.heads, c.featureDim),
+      fk: get('fk', c.heads, c.featureDim),
+      gamma: gamma.tensor.handle,
+      keep: keep?.handle,
+    };
+  }
+
+  private wrap(out: Record<'y' | 'c' | 'denSwa' | 'denLa', import('../native.js').NativeTensorHandle>, yShape: number[], statShape: number[], owned: Tensor[]): DecodeOutput {
+    const c = this.config;
+    const acc = accumDType(c.dtype);
+    const y = new Tensor(out.y, yShape, c.dtype, c.device);
+    const stats = {
+      c: new Tensor(out.c, statShape, acc, c.device),
+      denSwa: new Tensor(out.denSwa, statShape, acc, c.device),
+      denLa: new Tensor(out.denLa, statShape, acc, c.device),
+    };
+    return {
+      y,
+      stats,
+      dispose() {
+        y.dispose();
+        Object.values(stats).forEach((t) => t.dispose());
+        owned.forEach((t) => t.dispose());
+      },
+    };
+  }
+
+  /**
+   * Resets every sequence and feeds it the same number T0 >= 0 of tokens, in the parallel
+   * form's layout ([B, H, T0, *]); returns y and statistics for those tokens.
+   */
+  prefill(tokens: DecodeTokens, options: DecodeOptions = {}): DecodeOutput {
+    const q = expectTensor(tokens.q, 'q', { rank: 4 });
+    const T0 = q.shape[2]!;
+    const owned: Tensor[] = [];
+    const args = { ...this.args(tokens, options, [this.batch, T0], owned), seqlen: T0 };
+    const out = callNative(() => native.decodePrefill(args)) as Record<'y' | 'c' | 'denSwa' | 'denLa', never>;
+    const c = this.config;
+    return this.wrap(out, [this.batch, c.heads, T0, c.valueDim], [this.batch, c.heads, T0], owned);
+  }
+
+  /**
+   * Appends tokens to every sequence: packed token-major tensors q [N, H, d], k [N, Hkv, d], ...
+   * Sequence b owns rows cuSeqlens[b] .. cuSeqlens[b+1]-1 (ragged), or `tokensPerSeq` rows each
+   * when cuSeqlens is omitted (default 1: one decode step).
+   */
+  step(tokens: DecodeTokens, options: DecodeOptions & { cuSeqlens?: number[]; tokensPerSeq?: number } = {}): DecodeOutput {
+    const N = options.cuSeqlens ? options.cuSeqlens[options.cuSeqlens.length - 1]! : this.batch * (options.tokensPerSeq ?? 1);
+    if (options.cuSeqlens) {
+      if (!Array.isArray(options.cuSeqlens) || options.cuSeqlens.length !== this.batch + 1)
+        throw new InvalidArgumentError(`cuSeqlens needs ${this.batch + 1} entries`, 'cuSeqlens');
+    } else expectInteger(options.tokensPerSeq ?? 1, 'tokensPerSeq', 1);
+    const owned: Tensor[] = [];
+    const args = {
+      ...this.args(tokens, options, [N], owned),
+      ...(options.cuSeqlens ? { cuSeqlens: options.cuSeqlens } : { tokensPerSeq: options.tokensPerSeq ?? 1 }),
+    };
+    const out = callNative(() => native.decodeStep(args));
+    const c = this.config;
+    return this.wrap(out, [N, c.heads, c.valueDim], [N, c.heads], owned);
+  }
+
+  /** Tokens seen by each sequence (after queued work). */
+  async positions(): Promise<number[]> {
+    const bytes = await this.storage.toBytes();
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return Array.from({ length: this.batch }, (_, b) => Number(view.getBigInt64(b * this.bytesPerSequence + 16, true)));
+  }
+
+  /** One sequence's state as bytes (versioned: magic, layout version and config in its header). */
+  async save(sequence: number): Promise<Uint8Array> {
+    expectInteger(sequence, 'sequence', 0);
+    if (sequence >= this.batch) throw new InvalidArgumentError(`sequence ${sequence} >= batch ${this.batch}`, 'sequence');
+    const bytes = await this.storage.toBytes();
+    return bytes.slice(sequence * this.bytesPerSequence, (sequence + 1) * this.bytesPerSequence);
+  }
+
+  /** Restores a saved state into sequence slot `sequence`; a state of another configuration is a typed error. */
+  restore(sequence: number, data: Uint8Array): void {
+    expectInteger(sequence, 'sequence', 0);
+    if (sequence >= this.batch) throw new InvalidArgumentError(`sequence ${sequence} >= batch ${this.batch}`, 'sequence');
+    if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array', 'data');
+    if (this.storage.disposed) throw new DisposedError('the decode state was disposed', 'state');
+    callNative(() => native.decodeWriteState({ ...HybridDecodeState.nativeConfig(this.config), state: this.storage.handle, slot: sequence, data }));
+  }
+
+  dispose(): void {
+    this.storage.dispose();
+  }
+}

@@ -1,0 +1,167 @@
+// Recurrent decode bindings: state size, prefill, ragged steps, and restoring a saved state.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "binding/args.h"
+#include "binding/tensor_binding.h"
+#include "ops/hybrid_decode/hybrid_decode.h"
+
+namespace ha::binding {
+
+namespace {
+
+HybridDecodeConfig read_config(const Napi::Object& a) {
+  HybridDecodeConfig c;
+  c.dtype = dtype_prop(a);
+  c.heads = int_prop(a, "heads");
+  c.kv_heads = int_prop(a, "kvHeads");
+  c.head_dim = int_prop(a, "headDim");
+  c.value_dim = int_prop(a, "valueDim");
+  c.feature_dim = int_prop(a, "featureDim");
+  c.window = int_prop(a, "window");
+  c.sinks = int_prop(a, "sinks");
+  int64_t geometry = int_prop(a, "geometry");
+  if (geometry < 0 || geometry > 1) throw Error(ErrorCode::InvalidArgument, "unknown geometry", "geometry");
+  c.geometry = static_cast<WindowGeometry>(geometry);
+  if (c.window < 1) throw Error(ErrorCode::InvalidArgument, "window must be >= 1", "window");
+  hybrid_decode_state_layout(c);  // validates the rest (throws invalid_argument)
+  return c;
+}
+
+Napi::Value StateBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  return Napi::Number::New(env, static_cast<double>(hybrid_decode_state_bytes(read_config(info[0].As<Napi::Object>()))));
+  HA_BINDING_CATCH(env)
+}
+
+// Fills the parts shared by prefill and step; `tokens` = rows of the token tensors per head.
+void read_common(OpCall& call, HybridDecodeParams& p, int64_t tokens, bool outputs) {
+  const Napi::Object& a = call.args();
+  p.config = read_config(a);
+  if (call.device() != Device::CPU)
+    throw Error(ErrorCode::NotImplemented, "recurrent decode has no CUDA kernel yet: run it on the cpu", "device");
+  if (p.config.dtype != DType::F64 && p.config.dtype != DType::F32)
+    throw Error(ErrorCode::InvalidArgument, "the CPU backend computes in f64 or f32", "dtype");
+  p.batch = int_prop(a, "batch");
+  int64_t mode = int_prop(a, "mode"), lambda = int_prop(a, "lambda");
+  if (mode < 0 || mode > 6) throw Error(ErrorCode::InvalidArgument, "unknown mode", "mode");
+  if (lambda < 0 || lambda > 1) throw Error(ErrorCode::InvalidArgument, "unknown lambda kind", "lambda");
+  p.mode = static_cast<HybridMode>(mode);
+  p.lambda_kind = static_cast<LambdaKind>(lambda);
+  p.scale = number_prop(a, "scale");
+  const HybridDecodeConfig& c = p.config;
+  DType acc = accum_dtype(c.dtype);
+  int64_t bytes = hybrid_decode_state_bytes(c);
+  StoragePtr state = tensor_prop(a, "state");
+  if (state->bytes() != p.batch * bytes)
+    throw Error(ErrorCode::InvalidArgument, "state holds " + std::to_string(state->bytes()) + " bytes, expected " + std::to_string(p.batch * bytes), "state");
+  // the state is read and written in place: an input of the job, never reallocated
+  p.state = const_cast<void*>(call.in("state", state->dtype(), state->numel()));
+  p.k = call.in("k", c.dtype, tokens * c.kv_heads * c.head_dim);
+  p.v = call.in("v", c.dtype, tokens * c.kv_heads * c.value_dim);
+  p.fk = call.in("fk", c.dtype, tokens * c.heads * c.feature_dim);
+  if (outputs) {
+    p.q = call.in("q", c.dtype, tokens * c.heads * c.head_dim);
+    p.fq = call.in("fq", c.dtype, tokens * c.heads * c.feature_dim);
+    p.gamma = call.in("gamma", acc, c.heads);
+    p.keep = call.in("keep", acc, p.batch * c.heads, true);
+    p.y = call.out("y", c.dtype, tokens * c.heads * c.value_dim);
+    p.c = call.out("c", acc, tokens * c.heads);
+    p.den_swa = call.out("denSwa", acc, tokens * c.heads);
+    p.den_la = call.out("denLa", acc, tokens * c.heads);
+  }
+}
+
+Napi::Value Prefill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  HybridDecodePrefillParams p;
+  p.seqlen = int_prop(call.args(), "seqlen");
+  if (p.seqlen < 0) throw Error(ErrorCode::InvalidArgument, "seqlen must be >= 0", "seqlen");
+  int64_t batch = int_prop(call.args(), "batch");
+  read_common(call, p, batch * p.seqlen, bool_prop(call.args(), "outputs", true));
+  call.submit([p] { hybrid_decode_prefill_cpu(p); });
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
+Napi::Value Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  const Napi::Object& a = call.args();
+  HybridDecodeStepParams p;
+  int64_t batch = int_prop(a, "batch");
+  auto cu = std::make_shared<std::vector<int64_t>>();
+  int64_t tokens = 0;
+  Napi::Value cuv = a.Get("cuSeqlens");
+  if (cuv.IsArray()) {
+    Napi::Array arr = cuv.As<Napi::Array>();
+    if (static_cast<int64_t>(arr.Length()) != batch + 1) throw Error(ErrorCode::InvalidArgument, "cuSeqlens needs batch + 1 entries", "cuSeqlens");
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value x = arr.Get(i);
+      if (!x.IsNumber()) throw Error(ErrorCode::InvalidArgument, "cuSeqlens must hold integers", "cuSeqlens");
+      cu->push_back(x.As<Napi::Number>().Int64Value());
+      if (i == 0 ? cu->back() != 0 : cu->back() <= (*cu)[i - 1])
+        throw Error(ErrorCode::InvalidArgument, "cuSeqlens must start at 0 and grow by >= 1 per sequence", "cuSeqlens");
+    }
+    tokens = cu->back();
+  } else {
+    p.tokens_per_seq = int_prop(a, "tokensPerSeq");
+    if (p.tokens_per_seq < 1) throw Error(ErrorCode::InvalidArgument, "tokensPerSeq must be >= 1", "tokensPerSeq");
+    tokens = batch * p.tokens_per_seq;
+  }
+  read_common(call, p, tokens, true);
+  call.submit([p, cu]() mutable {
+    if (!cu->empty()) p.cu_seqlens = cu->data();
+    hybrid_decode_step_cpu(p);
+  });
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
+// writeState({state, slot, data, ...config}): checks a saved state's header against the config
+// on the JS thread, then copies it into slot `slot` in queue order.
+Napi::Value WriteState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  Napi::Object a = info[0].As<Napi::Object>();
+  HybridDecodeConfig c = read_config(a);
+  int64_t bytes = hybrid_decode_state_bytes(c);
+  StoragePtr state = tensor_prop(a, "state");
+  int64_t slot = int_prop(a, "slot");
+  if (slot < 0 || (slot + 1) * bytes > state->bytes()) throw Error(ErrorCode::InvalidArgument, "slot out of range", "slot");
+  Napi::Value data = a.Get("data");
+  if (!data.IsTypedArray()) throw Error(ErrorCode::InvalidArgument, "data must be a Uint8Array", "data");
+  Napi::TypedArray view = data.As<Napi::TypedArray>();
+  if (static_cast<int64_t>(view.ByteLength()) != bytes)
+    throw Error(ErrorCode::InvalidArgument, "saved state has " + std::to_string(view.ByteLength()) + " bytes, this configuration needs " + std::to_string(bytes), "data");
+  const uint8_t* src = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+  auto copy = std::make_shared<std::vector<uint8_t>>(src, src + bytes);
+  // 8-byte aligned copy for the header check
+  try {
+    hybrid_decode_state_position(c, copy->data());
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, std::string("saved state does not match: ") + e.what(), "data");
+  }
+  if (state->device() != Device::CPU) throw Error(ErrorCode::NotImplemented, "decode states live on the cpu for now", "state");
+  submit(Device::CPU, {state}, {}, [state, copy, slot, bytes] {
+    std::memcpy(static_cast<uint8_t*>(state->data()) + slot * bytes, copy->data(), bytes);
+  });
+  return env.Undefined();
+  HA_BINDING_CATCH(env)
+}
+
+}  // namespace
+
+void init_hybrid_decode_binding(Napi::Env env, Napi::Object exports) {
+  exports.Set("decodeStateBytes", Napi::Function::New(env, StateBytes));
+  exports.Set("decodePrefill", Napi::Function::New(env, Prefill));
+  exports.Set("decodeStep", Napi::Function::New(env, Step));
+  exports.Set("decodeWriteState", Napi::Function::New(env, WriteState));
+}
+
+}  // namespace ha::binding
