@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // the finalizer test forces garbage collection
+    poolOptions: { forks: { execArgv: ['--expose-gc'] } },
   },
 });

@@ -164,7 +164,7 @@ async function main() {
   const runs = args.device === 'cuda' ? 50 : args.quick ? 3 : 5;
   const rows: Row[] = [];
   for (const s of shapes) rows.push(await benchShape(s, dtype, args.device, runs));
-  const peers = args.peers ? (JSON.parse(readFileSync(args.peers, 'utf8')) as Record<string, Record<string, number>>) : undefined;
+  const peers = args.peers ? (JSON.parse(readFileSync(args.peers, 'utf8')) as Record<string, Record<string, unknown>>) : undefined;
   if (args.json) {
     console.log(JSON.stringify({ card, device: args.device, dtype, runs, rows, peers }, null, 2));
     return;
@@ -181,8 +181,11 @@ async function main() {
     const key = `B${s.B}_H${s.H}_T${s.T}`;
     const p = peers?.[key];
     if (p)
-      for (const [peer, ms] of Object.entries(p))
-        console.log(`    vs ${peer}: ${ms.toFixed(3)} ms -> ours/peer = ${((peer.includes('fwdbwd') ? r.forwardBackwardMs : r.forwardMs) / ms).toFixed(2)}x`);
+      for (const [peer, ms] of Object.entries(p)) {
+        if (typeof ms !== 'number' || !/_(fwd|fwdbwd)$/.test(peer)) continue;
+        const ours = peer.endsWith('_fwdbwd') ? r.forwardBackwardMs : r.forwardMs;
+        console.log(`    vs ${peer.padEnd(28)} ${ms.toFixed(3).padStart(8)} ms   ours/peer = ${(ours / ms).toFixed(2)}x`);
+      }
   }
 }
 

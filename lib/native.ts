@@ -56,6 +56,28 @@ export interface NativeAddon {
   transferLossBackward(a: object): Handles<'dfq' | 'dfk'>;
   softmaxAttentionForward(a: object): Handles<'y' | 'lse'>;
   softmaxAttentionBackward(a: object): Handles<'dq' | 'dk' | 'dv'>;
+  // Llama runtime (native/binding/llama_ops_binding.cpp)
+  matmul(a: object): Partial<Handles<'c'>>;
+  linear(a: object): Handles<'y'>;
+  rmsNormForward(a: object): Handles<'y' | 'rstd'>;
+  rmsNormBackward(a: object): Handles<'dx'> & Partial<Handles<'dw'>>;
+  ropeForward(a: object): Handles<'y'>;
+  ropeBackward(a: object): Handles<'dx'>;
+  swigluForward(a: object): Handles<'y'>;
+  swigluBackward(a: object): Handles<'dgate' | 'dup'>;
+  embeddingForward(a: object): Handles<'out'>;
+  embeddingBackward(a: object): Partial<Handles<'dweight'>>;
+  crossEntropyForward(a: object): Handles<'loss' | 'lse'>;
+  crossEntropyBackward(a: object): Handles<'dlogits'>;
+  chunkedCrossEntropyForward(a: object): Handles<'loss' | 'lse'>;
+  chunkedCrossEntropyBackward(a: object): Handles<'dhidden'> & Partial<Handles<'dweight'>>;
+  adamwStep(a: object): Record<string, never>;
+  gradNorm(a: object): Handles<'norm'>;
+  elementwise(a: object): Handles<'y'>;
+  accumulate(a: object): Record<string, never>;
+  copyInto(a: object): Record<string, never>;
+  sumRows(a: object): Partial<Handles<'y'>>;
+  transpose12(a: object): Handles<'y'>;
 }
 
 function packageRoot(): string {

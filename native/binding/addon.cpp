@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ha::binding::init_hybrid_attention_binding(env, exports);
   ha::binding::init_teacher_ops_binding(env, exports);
   ha::binding::init_hybrid_decode_binding(env, exports);
+  ha::binding::init_llama_ops_binding(env, exports);
 #ifdef HA_WITH_CUDA
   exports.Set("compiledWithCuda", true);
 #else

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "binding/completion.h"
 #include "core/cuda_backend.h"
 
 namespace ha::binding {
@@ -132,6 +133,23 @@ void submit(Device device, std::vector<StoragePtr> inputs, std::vector<StoragePt
   job.outputs = std::move(outputs);
   job.run = std::move(run);
   queue_for(device).submit(std::move(job));
+}
+
+Napi::Promise submit_promise(Napi::Env env, Device device, std::vector<StoragePtr> inputs, std::function<void()> run,
+                             std::function<Napi::Value(Napi::Env)> make_result) {
+  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+  completion_begin(env);
+  Job job;
+  job.inputs = std::move(inputs);
+  job.run = std::move(run);
+  job.done = [deferred, make_result = std::move(make_result)](const std::shared_ptr<DeferredError>& error) {
+    completion_post([deferred, make_result, error](Napi::Env env) {
+      if (error) deferred->Reject(make_js_error(env, error->code, error->message, error->argument).Value());
+      else deferred->Resolve(make_result(env));
+    });
+  };
+  queue_for(device).submit(std::move(job));
+  return deferred->Promise();
 }
 
 Napi::Object wrap_outputs(Napi::Env env, const std::vector<std::pair<const char*, StoragePtr>>& outputs) {

@@ -47,6 +47,11 @@ StoragePtr allocate_output(Device device, DType dtype, int64_t numel);
 // Queues `run` on the device's worker; errors flow to `outputs`.
 void submit(Device device, std::vector<StoragePtr> inputs, std::vector<StoragePtr> outputs, std::function<void()> run);
 
+// Queues `run` on the device's worker and returns a promise settled on the JS thread: resolved
+// with make_result(env) after `run`, rejected with the typed error if it (or an input) failed.
+Napi::Promise submit_promise(Napi::Env env, Device device, std::vector<StoragePtr> inputs, std::function<void()> run,
+                             std::function<Napi::Value(Napi::Env)> make_result);
+
 Napi::Object wrap_outputs(Napi::Env env, const std::vector<std::pair<const char*, StoragePtr>>& outputs);
 
 // One op call: reads the device from the params object, checks and holds inputs, allocates

@@ -8,15 +8,43 @@ namespace ha::binding {
 
 namespace {
 
-struct HybridShape {
-  Device device;
-  HybridAttentionParams p;
-};
+// Value checks that need the data: run on the worker (CPU tensors), before the kernel.
+template <typename Acc>
+void check_gamma_keep_values(const HybridAttentionParams& p) {
+  const Acc* gamma = static_cast<const Acc*>(p.gamma);
+  for (int64_t h = 0; h < p.heads; ++h)
+    if (!(gamma[h] > 0 && gamma[h] < 1))
+      throw Error(ErrorCode::InvalidArgument, "gamma[" + std::to_string(h) + "] = " + std::to_string(static_cast<double>(gamma[h])) + " is outside (0, 1)", "gamma");
+  if (!p.keep) return;
+  const Acc* keep = static_cast<const Acc*>(p.keep);
+  for (int64_t i = 0; i < p.batch * p.heads; ++i)
+    if (!(keep[i] == 0 || keep[i] == 1))
+      throw Error(ErrorCode::InvalidArgument, "keep[" + std::to_string(i) + "] is not 0 or 1", "keep");
+}
 
-HybridShape read_hybrid_params(const Napi::Object& a) {
-  HybridShape s;
-  s.device = device_prop(a);
-  HybridAttentionParams& p = s.p;
+void check_values_cpu(const HybridAttentionParams& p) {
+  if (p.dtype == DType::F64) check_gamma_keep_values<double>(p);
+  else check_gamma_keep_values<float>(p);
+}
+
+void check_backend(Device device, DType dtype) {
+  if (device == Device::CPU) {
+    if (dtype != DType::F64 && dtype != DType::F32)
+      throw Error(ErrorCode::InvalidArgument, std::string("the CPU backend computes in f64 or f32, got ") + dtype_name(dtype) + " (cast first)", "q");
+  } else {
+#ifndef HA_WITH_CUDA
+    throw Error(ErrorCode::Device, "this build has no CUDA support", "device");
+#else
+    if (dtype == DType::F64 || dtype == DType::I32)
+      throw Error(ErrorCode::InvalidArgument, std::string("the CUDA backend computes in bf16, f16 or f32, got ") + dtype_name(dtype), "q");
+#endif
+  }
+}
+
+// Reads sizes and options, checks them, and binds every forward input through `call`.
+HybridAttentionParams read_hybrid_params(OpCall& call, bool naive) {
+  const Napi::Object& a = call.args();
+  HybridAttentionParams p;
   p.dtype = dtype_prop(a);
   p.batch = int_prop(a, "batch");
   p.heads = int_prop(a, "heads");
@@ -40,88 +68,35 @@ HybridShape read_hybrid_params(const Napi::Object& a) {
   if (p.heads % p.kv_heads != 0) throw Error(ErrorCode::InvalidArgument, "heads must be a multiple of kv heads", "k");
   if (p.window < 1) throw Error(ErrorCode::InvalidArgument, "window must be >= 1", "window");
   if (p.sinks < 1) throw Error(ErrorCode::InvalidArgument, "sinks must be >= 1", "sinks");
-  return s;
-}
+  if (naive && call.device() != Device::CPU) throw Error(ErrorCode::InvalidArgument, "the naive reference runs on cpu", "device");
+  check_backend(call.device(), p.dtype);
 
-// Looks up and checks every forward input; keeps them alive in `held`.
-void bind_hybrid_inputs(const Napi::Object& a, HybridShape& s, std::vector<StoragePtr>& held) {
-  HybridAttentionParams& p = s.p;
   DType acc = accum_dtype(p.dtype);
   int64_t rows = p.batch * p.heads * p.seqlen, kv_rows = p.batch * p.kv_heads * p.seqlen;
-  struct In { const char* name; const void** slot; DType dtype; int64_t numel; bool optional; };
-  In ins[] = {
-      {"q", &p.q, p.dtype, rows * p.head_dim, false},
-      {"k", &p.k, p.dtype, kv_rows * p.head_dim, false},
-      {"v", &p.v, p.dtype, kv_rows * p.value_dim, false},
-      {"fq", &p.fq, p.dtype, rows * p.feature_dim, false},
-      {"fk", &p.fk, p.dtype, rows * p.feature_dim, false},
-      {"gamma", &p.gamma, acc, p.heads, false},
-      {"keep", &p.keep, acc, p.batch * p.heads, true},
-  };
-  for (auto& in : ins) {
-    StoragePtr t = tensor_prop(a, in.name, in.optional);
-    expect_tensor(t, in.name, s.device, in.dtype, in.numel);
-    *in.slot = t ? t->data() : nullptr;
-    held.push_back(t);
-  }
-}
-
-// Value checks that need the data: run on the worker (CPU tensors), before the kernel.
-template <typename Acc>
-void check_gamma_keep_values(const HybridAttentionParams& p) {
-  const Acc* gamma = static_cast<const Acc*>(p.gamma);
-  for (int64_t h = 0; h < p.heads; ++h)
-    if (!(gamma[h] > 0 && gamma[h] < 1))
-      throw Error(ErrorCode::InvalidArgument, "gamma[" + std::to_string(h) + "] = " + std::to_string(static_cast<double>(gamma[h])) + " is outside (0, 1)", "gamma");
-  if (!p.keep) return;
-  const Acc* keep = static_cast<const Acc*>(p.keep);
-  for (int64_t i = 0; i < p.batch * p.heads; ++i)
-    if (!(keep[i] == 0 || keep[i] == 1))
-      throw Error(ErrorCode::InvalidArgument, "keep[" + std::to_string(i) + "] is not 0 or 1", "keep");
-}
-
-void check_values_cpu(const HybridAttentionParams& p) {
-  if (p.dtype == DType::F64) check_gamma_keep_values<double>(p);
-  else check_gamma_keep_values<float>(p);
-}
-
-void check_backend(const HybridShape& s) {
-  if (s.device == Device::CPU) {
-    if (s.p.dtype != DType::F64 && s.p.dtype != DType::F32)
-      throw Error(ErrorCode::InvalidArgument, std::string("the CPU backend computes in f64 or f32, got ") + dtype_name(s.p.dtype) + " (cast first)", "q");
-  } else {
-#ifndef HA_WITH_CUDA
-    throw Error(ErrorCode::Device, "this build has no CUDA support", "device");
-#else
-    if (s.p.dtype == DType::F64 || s.p.dtype == DType::I32)
-      throw Error(ErrorCode::InvalidArgument, std::string("the CUDA backend computes in bf16, f16 or f32, got ") + dtype_name(s.p.dtype), "q");
-#endif
-  }
+  p.q = call.in("q", p.dtype, rows * p.head_dim);
+  p.k = call.in("k", p.dtype, kv_rows * p.head_dim);
+  p.v = call.in("v", p.dtype, kv_rows * p.value_dim);
+  p.fq = call.in("fq", p.dtype, rows * p.feature_dim);
+  p.fk = call.in("fk", p.dtype, rows * p.feature_dim);
+  p.gamma = call.in("gamma", acc, p.heads);
+  p.keep = call.in("keep", acc, p.batch * p.heads, true);
+  return p;
 }
 
 // `naive` selects the quadratic reference (tests only; CPU only).
 Napi::Value RunForward(const Napi::CallbackInfo& info, bool naive) {
   Napi::Env env = info.Env();
   HA_BINDING_TRY
-  Napi::Object a = info[0].As<Napi::Object>();
-  HybridShape s = read_hybrid_params(a);
-  if (naive && s.device != Device::CPU) throw Error(ErrorCode::InvalidArgument, "the naive reference runs on cpu", "device");
-  check_backend(s);
-  std::vector<StoragePtr> inputs;
-  bind_hybrid_inputs(a, s, inputs);
-  HybridAttentionParams& p = s.p;
+  OpCall call(info[0].As<Napi::Object>());
+  HybridAttentionParams p = read_hybrid_params(call, naive);
   DType acc = accum_dtype(p.dtype);
   int64_t rows = p.batch * p.heads * p.seqlen;
-  StoragePtr y = allocate_output(s.device, p.dtype, rows * p.value_dim);
-  StoragePtr c = allocate_output(s.device, acc, rows);
-  StoragePtr den_swa = allocate_output(s.device, acc, rows);
-  StoragePtr den_la = allocate_output(s.device, acc, rows);
-  p.y = y->data();
-  p.c = c->data();
-  p.den_swa = den_swa->data();
-  p.den_la = den_la->data();
-  Device device = s.device;
-  submit(device, inputs, {y, c, den_swa, den_la}, [p, device, naive] {
+  p.y = call.out("y", p.dtype, rows * p.value_dim);
+  p.c = call.out("c", acc, rows);
+  p.den_swa = call.out("denSwa", acc, rows);
+  p.den_la = call.out("denLa", acc, rows);
+  Device device = call.device();
+  call.submit([p, device, naive] {
     if (device == Device::CPU) check_values_cpu(p);
     if (naive) hybrid_attention_forward_naive_cpu(p);
     else if (device == Device::CPU) hybrid_attention_forward_cpu(p);
@@ -129,53 +104,33 @@ Napi::Value RunForward(const Napi::CallbackInfo& info, bool naive) {
     else hybrid_attention_forward_cuda(p, cuda_stream());
 #endif
   });
-  return wrap_outputs(env, {{"y", y}, {"c", c}, {"denSwa", den_swa}, {"denLa", den_la}});
+  return call.result(env);
   HA_BINDING_CATCH(env)
 }
 
 Napi::Value RunBackward(const Napi::CallbackInfo& info, bool naive) {
   Napi::Env env = info.Env();
   HA_BINDING_TRY
-  Napi::Object a = info[0].As<Napi::Object>();
-  HybridShape s = read_hybrid_params(a);
-  if (naive && s.device != Device::CPU) throw Error(ErrorCode::InvalidArgument, "the naive reference runs on cpu", "device");
-  check_backend(s);
-  std::vector<StoragePtr> inputs;
-  bind_hybrid_inputs(a, s, inputs);
+  OpCall call(info[0].As<Napi::Object>());
   HybridAttentionGradParams g;
-  g.fwd = s.p;
+  g.fwd = read_hybrid_params(call, naive);
   HybridAttentionParams& p = g.fwd;
   DType acc = accum_dtype(p.dtype);
   int64_t rows = p.batch * p.heads * p.seqlen, kv_rows = p.batch * p.kv_heads * p.seqlen;
-  struct Saved { const char* name; void** slot; DType dtype; int64_t numel; };
-  Saved saved[] = {{"y", &p.y, p.dtype, rows * p.value_dim},
-                   {"c", &p.c, acc, rows},
-                   {"denSwa", &p.den_swa, acc, rows},
-                   {"denLa", &p.den_la, acc, rows}};
-  for (auto& sv : saved) {
-    StoragePtr t = tensor_prop(a, sv.name);
-    expect_tensor(t, sv.name, s.device, sv.dtype, sv.numel);
-    *sv.slot = t->data();
-    inputs.push_back(t);
-  }
-  StoragePtr dy = tensor_prop(a, "dy");
-  expect_tensor(dy, "dy", s.device, p.dtype, rows * p.value_dim);
-  inputs.push_back(dy);
-  g.dy = dy->data();
-  StoragePtr dq = allocate_output(s.device, p.dtype, rows * p.head_dim);
-  StoragePtr dk = allocate_output(s.device, p.dtype, kv_rows * p.head_dim);
-  StoragePtr dv = allocate_output(s.device, p.dtype, kv_rows * p.value_dim);
-  StoragePtr dfq = allocate_output(s.device, p.dtype, rows * p.feature_dim);
-  StoragePtr dfk = allocate_output(s.device, p.dtype, rows * p.feature_dim);
-  StoragePtr dgamma = allocate_output(s.device, acc, p.heads);
-  g.dq = dq->data();
-  g.dk = dk->data();
-  g.dv = dv->data();
-  g.dfq = dfq->data();
-  g.dfk = dfk->data();
-  g.dgamma = dgamma->data();
-  Device device = s.device;
-  submit(device, inputs, {dq, dk, dv, dfq, dfk, dgamma}, [g, device, naive] {
+  // the forward's outputs, read here
+  p.y = const_cast<void*>(call.in("y", p.dtype, rows * p.value_dim));
+  p.c = const_cast<void*>(call.in("c", acc, rows));
+  p.den_swa = const_cast<void*>(call.in("denSwa", acc, rows));
+  p.den_la = const_cast<void*>(call.in("denLa", acc, rows));
+  g.dy = call.in("dy", p.dtype, rows * p.value_dim);
+  g.dq = call.out("dq", p.dtype, rows * p.head_dim);
+  g.dk = call.out("dk", p.dtype, kv_rows * p.head_dim);
+  g.dv = call.out("dv", p.dtype, kv_rows * p.value_dim);
+  g.dfq = call.out("dfq", p.dtype, rows * p.feature_dim);
+  g.dfk = call.out("dfk", p.dtype, rows * p.feature_dim);
+  g.dgamma = call.out("dgamma", acc, p.heads);
+  Device device = call.device();
+  call.submit([g, device, naive] {
     if (device == Device::CPU) check_values_cpu(g.fwd);
     if (naive) hybrid_attention_backward_naive_cpu(g);
     else if (device == Device::CPU) hybrid_attention_backward_cpu(g);
@@ -183,7 +138,7 @@ Napi::Value RunBackward(const Napi::CallbackInfo& info, bool naive) {
     else hybrid_attention_backward_cuda(g, cuda_stream());
 #endif
   });
-  return wrap_outputs(env, {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dfq", dfq}, {"dfk", dfk}, {"dgamma", dgamma}});
+  return call.result(env);
   HA_BINDING_CATCH(env)
 }
 

@@ -60,29 +60,18 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::Object a = Napi::Object::New(env);
   a.Set("tensor", info[0]);
   StoragePtr s = tensor_prop(a, "tensor");
-  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   auto host = std::make_shared<std::unique_ptr<uint8_t[]>>(new uint8_t[s->bytes() > 0 ? s->bytes() : 1]);
-  completion_begin(env);
-  Job job;
-  job.inputs = {s};
-  job.run = [s, host] {
-    if (s->device() == Device::CPU) std::memcpy(host->get(), s->data(), s->bytes());
-    else cuda_copy_to_host(host->get(), s->data(), s->bytes());
-  };
   int64_t bytes = s->bytes();
-  job.done = [deferred, host, bytes](const std::shared_ptr<DeferredError>& error) {
-    completion_post([deferred, host, bytes, error](Napi::Env env) {
-      if (error) {
-        deferred->Reject(make_js_error(env, error->code, error->message, error->argument).Value());
-        return;
-      }
-      uint8_t* raw = host->release();
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, raw, bytes, [](Napi::Env, void* p) { delete[] static_cast<uint8_t*>(p); });
-      deferred->Resolve(ab);
-    });
-  };
-  queue_for(s->device()).submit(std::move(job));
-  return deferred->Promise();
+  return submit_promise(
+      env, s->device(), {s},
+      [s, host] {
+        if (s->device() == Device::CPU) std::memcpy(host->get(), s->data(), s->bytes());
+        else cuda_copy_to_host(host->get(), s->data(), s->bytes());
+      },
+      [host, bytes](Napi::Env env) -> Napi::Value {
+        uint8_t* raw = host->release();
+        return Napi::ArrayBuffer::New(env, raw, bytes, [](Napi::Env, void* p) { delete[] static_cast<uint8_t*>(p); });
+      });
   HA_BINDING_CATCH(env)
 }
 
@@ -154,18 +143,9 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   Napi::Object a = info[0].As<Napi::Object>();
   Device device = device_prop(a);
-  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
-  completion_begin(env);
-  Job job;
-  job.run = [device] { if (device == Device::CUDA) cuda_synchronize(); };
-  job.done = [deferred](const std::shared_ptr<DeferredError>& error) {
-    completion_post([deferred, error](Napi::Env env) {
-      if (error) deferred->Reject(make_js_error(env, error->code, error->message, error->argument).Value());
-      else deferred->Resolve(env.Undefined());
-    });
-  };
-  queue_for(device).submit(std::move(job));
-  return deferred->Promise();
+  return submit_promise(
+      env, device, {}, [device] { if (device == Device::CUDA) cuda_synchronize(); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   HA_BINDING_CATCH(env)
 }
 
@@ -234,27 +214,18 @@ Napi::Value Elapsed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   HA_BINDING_TRY
   auto timeline = *info[0].As<Napi::External<std::shared_ptr<Timeline>>>().Data();
-  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   auto result = std::make_shared<std::vector<float>>();
-  completion_begin(env);
-  Job job;
-  job.run = [timeline, result] {
-    for (size_t i = 1; i < timeline->events.size(); ++i)
-      result->push_back(cuda_event_elapsed_ms(timeline->events[i - 1], timeline->events[i]));
-  };
-  job.done = [deferred, result](const std::shared_ptr<DeferredError>& error) {
-    completion_post([deferred, result, error](Napi::Env env) {
-      if (error) {
-        deferred->Reject(make_js_error(env, error->code, error->message, error->argument).Value());
-        return;
-      }
-      Napi::Array arr = Napi::Array::New(env, result->size());
-      for (size_t i = 0; i < result->size(); ++i) arr.Set(i, Napi::Number::New(env, (*result)[i]));
-      deferred->Resolve(arr);
-    });
-  };
-  queue_for(Device::CUDA).submit(std::move(job));
-  return deferred->Promise();
+  return submit_promise(
+      env, Device::CUDA, {},
+      [timeline, result] {
+        for (size_t i = 1; i < timeline->events.size(); ++i)
+          result->push_back(cuda_event_elapsed_ms(timeline->events[i - 1], timeline->events[i]));
+      },
+      [result](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, result->size());
+        for (size_t i = 0; i < result->size(); ++i) arr.Set(i, Napi::Number::New(env, (*result)[i]));
+        return arr;
+      });
   HA_BINDING_CATCH(env)
 }
 

@@ -90,6 +90,22 @@ describe('Tensor', () => {
     expect(liveTensors('cpu')).toEqual(before);
   });
 
+  it('forgotten tensors are freed by the finalizer once garbage-collected', async () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    expect(gc, 'vitest runs with --expose-gc').toBeTypeOf('function');
+    await synchronize('cpu');
+    const before = liveTensors('cpu');
+    (() => {
+      for (let i = 0; i < 200; i++) Tensor.zeros([1024], { dtype: 'f64' }); // never disposed
+    })();
+    expect(liveTensors('cpu').tensors).toBeGreaterThanOrEqual(before.tensors + 200);
+    for (let i = 0; i < 10 && liveTensors('cpu').tensors > before.tensors; i++) {
+      gc!();
+      await new Promise((r) => setTimeout(r, 10)); // finalizers run after the GC pass
+    }
+    expect(liveTensors('cpu')).toEqual(before);
+  });
+
   it('device selection: cpu always works, cuda throws where unusable, auto falls back with one line', () => {
     expect(resolveDevice('cpu')).toBe('cpu');
     const info = runtimeInfo();

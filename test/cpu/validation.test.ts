@@ -11,6 +11,7 @@ import {
   hybridAttentionBackward,
   liveTensors,
   runtimeInfo,
+  synchronize,
 } from '../../lib/index.js';
 import type { HybridAttentionInputs, HybridAttentionOptions } from '../../lib/index.js';
 import { hybridTensors, randomHybrid } from '../helpers/hybrid.js';
@@ -58,11 +59,13 @@ describe('hybridAttention argument validation', () => {
     ['not a tensor', (t) => [{ ...t, q: [1, 2, 3] as never }, opts], InvalidArgumentError, 'q'],
   ];
   for (const [name, make, cls, argument] of cases)
-    it(name, () => {
+    it(name, async () => {
       const t = good();
       const [inputs, options] = make(t);
+      await synchronize('cpu'); // storages of earlier tests' queued work are released by now
       const before = liveTensors('cpu');
       expectError(() => hybridAttention(inputs, options), cls, argument);
+      await synchronize('cpu');
       expect(liveTensors('cpu').tensors, 'nothing allocated by a rejected call').toBe(before.tensors);
       disposeAll([t, inputs]);
     });

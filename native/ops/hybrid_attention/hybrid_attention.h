@@ -5,7 +5,8 @@
 // Layouts (all contiguous, row-major):
 //   q  [B, H,   T, d]     k [B, Hkv, T, d]     v [B, Hkv, T, dv]
 //   fq [B, H,   T, F]     fk [B, H,  T, F]     (feature maps are per q head)
-//   gamma [H]  keep [B, H] (optional SSD keep mask, values 0 or 1)
+//   gamma [H]  keep [B, H] (optional SSD keep mask, values 0 or 1: gamma_eff = gamma * keep; keep = 0
+//              switches the softmax branch off in every mode, so swa and sinks then output 0)
 //   y  [B, H,   T, dv]    stats c, den_swa, den_la [B, H, T]
 // q, k, v, fq, fk, y, dy and their gradients have element type `dtype`.
 // gamma, keep, the statistics and dgamma have the accumulator type accum_dtype(dtype):

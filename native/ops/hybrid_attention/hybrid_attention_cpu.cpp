@@ -25,8 +25,10 @@
 //   * c_n = max_{Win(n)} s_ni does not cancel in hybrid/overlap; its gradient goes to the first
 //     arg-max key (ties have measure zero for real data). In swa/sinks the softmax is invariant
 //     to c, so no gradient flows through it (it would be exactly 0 analytically).
-//   * swa and sinks are plain softmaxes: gamma does not enter; den_swa is the plain softmax
-//     denominator sum exp(s - c); dgamma = 0. In la the output does not depend on lambda
+//   * swa and sinks are plain softmaxes: gamma does not enter (dgamma = 0) but the keep mask
+//     does: keep = 0 switches the softmax branch off in every mode, leaving nothing in swa and
+//     sinks (y = 0, as eq. 7 with gamma_eff = 0 and the den = 0 rule give). den_swa is
+//     keep * sum exp(s - c). In la the output does not depend on lambda
 //     (it cancels), so dgamma = 0 there too; la-full likewise.
 //   * Statistics, every mode: c = window max (0 in modes without a window: la, la-full, none,
 //     and sinks with S <= 0), den_swa = gamma_eff * sum exp(s - c) (hybrid, overlap; plain sum
