@@ -39,3 +39,12 @@ export { softmaxAttention, softmaxAttentionBackward } from './ops/softmax-attent
 export type { SoftmaxAttentionInputs, SoftmaxAttentionOptions, SoftmaxAttentionSaved } from './ops/softmax-attention.js';
 export { HybridDecodeState } from './ops/hybrid-decode.js';
 export type { DecodeConfig, DecodeOptions, DecodeTokens, DecodeOutput } from './ops/hybrid-decode.js';
+export { LlamaModel } from './model/llama.js';
+export { parseConfig, ropeInvFreq, ConfigError } from './model/config.js';
+export type { LlamaConfig } from './model/config.js';
+export { Tokenizer } from './model/tokenizer.js';
+export { openSafetensors, openCheckpoint, writeSafetensors, SafetensorsError } from './io/safetensors.js';
+export { greedyGenerate } from './model/generate.js';
+export { applyLora } from './model/lora.js';
+export { AdamWOptimizer } from './model/optimizer.js';
+export { saveTrainingState, loadTrainingState } from './model/checkpoint.js';

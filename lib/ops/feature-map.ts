@@ -7,7 +7,7 @@ import { DEVICE_CODE } from '../device.js';
 import { callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { expectBackendDType, expectChoice, expectCpuOnly, expectShape, expectTensor } from './validate.js';
+import { expectBackendDType, expectChoice, expectShape, expectTensor } from './validate.js';
 
 export const FEATURE_MAP_KINDS = ['hedgehog', 't2r', 'elu'] as const;
 export type FeatureMapKind = (typeof FEATURE_MAP_KINDS)[number];
@@ -53,7 +53,6 @@ function prepare(inputs: FeatureMapInputs, options: FeatureMapOptions) {
   const x = expectTensor(inputs.x, 'x', { rank: 4 });
   const { dtype, device } = x;
   expectBackendDType(dtype, device, 'x');
-  expectCpuOnly(device, 'featureMap', 'x');
   const kind = expectChoice(options.kind ?? 'hedgehog', 'kind', FEATURE_MAP_KINDS);
   const act = expectChoice(options.act ?? 'softmax', 'act', FEATURE_ACTS);
   const [B, H, T, d] = x.shape as [number, number, number, number];

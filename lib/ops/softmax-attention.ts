@@ -4,7 +4,7 @@ import { DEVICE_CODE } from '../device.js';
 import { InvalidArgumentError, callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { expectBackendDType, expectCpuOnly, expectShape, expectTensor, resolveScale } from './validate.js';
+import { expectBackendDType, expectShape, expectTensor, resolveScale } from './validate.js';
 
 export interface SoftmaxAttentionInputs {
   q: Tensor; // [B, H, T, d]
@@ -29,7 +29,6 @@ function prepare(inputs: SoftmaxAttentionInputs, options: SoftmaxAttentionOption
   const q = expectTensor(inputs.q, 'q', { rank: 4 });
   const { dtype, device } = q;
   expectBackendDType(dtype, device, 'q');
-  expectCpuOnly(device, 'softmaxAttention', 'q');
   const [B, H, T, d] = q.shape as [number, number, number, number];
   const k = expectTensor(inputs.k, 'k', { rank: 4, dtype, device });
   expectShape(k, 'k', [B, null, T, d]);

@@ -188,6 +188,20 @@ void OpCall::submit(std::function<void()> run) {
 
 Napi::Object OpCall::result(Napi::Env env) const { return wrap_outputs(env, outputs_); }
 
+void require_backend_dtype(Device device, DType dtype, const char* argument) {
+  if (device == Device::CPU) {
+    if (dtype != DType::F64 && dtype != DType::F32)
+      throw Error(ErrorCode::InvalidArgument, std::string("the CPU backend computes in f64 or f32, got ") + dtype_name(dtype) + " (cast first)", argument);
+    return;
+  }
+#ifndef HA_WITH_CUDA
+  throw Error(ErrorCode::Device, "this build has no CUDA support", "device");
+#else
+  if (dtype == DType::F64 || dtype == DType::I32)
+    throw Error(ErrorCode::InvalidArgument, std::string("the CUDA backend computes in bf16, f16 or f32, got ") + dtype_name(dtype), argument);
+#endif
+}
+
 void require_cpu_float(const OpCall& call, DType dtype, const char* op) {
   if (call.device() != Device::CPU)
     throw Error(ErrorCode::NotImplemented, std::string(op) + " has no CUDA kernel yet: run it on the cpu", "device");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_backend.h"
 #include "core/device_queue.h"
 #include "core/errors.h"
 #include "core/storage.h"
@@ -80,6 +81,17 @@ class OpCall {
 
 // Throws NotImplemented for ops that have no kernel on `device` yet, and checks the CPU dtypes.
 void require_cpu_float(const OpCall& call, DType dtype, const char* op);
+
+// The dtypes each backend computes in: f64/f32 on the CPU, bf16/f16/f32 on CUDA.
+void require_backend_dtype(Device device, DType dtype, const char* argument);
+
+// Runs the CPU or the CUDA kernel of an op (inside a queued job).
+#ifdef HA_WITH_CUDA
+#define HA_DISPATCH(device, params, cpu_fn, cuda_fn) \
+  ((device) == ::ha::Device::CPU ? cpu_fn(params) : cuda_fn(params, ::ha::cuda_stream()))
+#else
+#define HA_DISPATCH(device, params, cpu_fn, cuda_fn) cpu_fn(params)
+#endif
 
 }  // namespace ha::binding
 

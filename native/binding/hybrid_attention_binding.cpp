@@ -27,19 +27,6 @@ void check_values_cpu(const HybridAttentionParams& p) {
   else check_gamma_keep_values<float>(p);
 }
 
-void check_backend(Device device, DType dtype) {
-  if (device == Device::CPU) {
-    if (dtype != DType::F64 && dtype != DType::F32)
-      throw Error(ErrorCode::InvalidArgument, std::string("the CPU backend computes in f64 or f32, got ") + dtype_name(dtype) + " (cast first)", "q");
-  } else {
-#ifndef HA_WITH_CUDA
-    throw Error(ErrorCode::Device, "this build has no CUDA support", "device");
-#else
-    if (dtype == DType::F64 || dtype == DType::I32)
-      throw Error(ErrorCode::InvalidArgument, std::string("the CUDA backend computes in bf16, f16 or f32, got ") + dtype_name(dtype), "q");
-#endif
-  }
-}
 
 // Reads sizes and options, checks them, and binds every forward input through `call`.
 HybridAttentionParams read_hybrid_params(OpCall& call, bool naive) {
@@ -69,7 +56,7 @@ HybridAttentionParams read_hybrid_params(OpCall& call, bool naive) {
   if (p.window < 1) throw Error(ErrorCode::InvalidArgument, "window must be >= 1", "window");
   if (p.sinks < 1) throw Error(ErrorCode::InvalidArgument, "sinks must be >= 1", "sinks");
   if (naive && call.device() != Device::CPU) throw Error(ErrorCode::InvalidArgument, "the naive reference runs on cpu", "device");
-  check_backend(call.device(), p.dtype);
+  require_backend_dtype(call.device(), p.dtype, "q");
 
   DType acc = accum_dtype(p.dtype);
   int64_t rows = p.batch * p.heads * p.seqlen, kv_rows = p.batch * p.kv_heads * p.seqlen;
@@ -99,10 +86,7 @@ Napi::Value RunForward(const Napi::CallbackInfo& info, bool naive) {
   call.submit([p, device, naive] {
     if (device == Device::CPU) check_values_cpu(p);
     if (naive) hybrid_attention_forward_naive_cpu(p);
-    else if (device == Device::CPU) hybrid_attention_forward_cpu(p);
-#ifdef HA_WITH_CUDA
-    else hybrid_attention_forward_cuda(p, cuda_stream());
-#endif
+    else HA_DISPATCH(device, p, hybrid_attention_forward_cpu, hybrid_attention_forward_cuda);
   });
   return call.result(env);
   HA_BINDING_CATCH(env)
@@ -133,10 +117,7 @@ Napi::Value RunBackward(const Napi::CallbackInfo& info, bool naive) {
   call.submit([g, device, naive] {
     if (device == Device::CPU) check_values_cpu(g.fwd);
     if (naive) hybrid_attention_backward_naive_cpu(g);
-    else if (device == Device::CPU) hybrid_attention_backward_cpu(g);
-#ifdef HA_WITH_CUDA
-    else hybrid_attention_backward_cuda(g, cuda_stream());
-#endif
+    else HA_DISPATCH(device, g, hybrid_attention_backward_cpu, hybrid_attention_backward_cuda);
   });
   return call.result(env);
   HA_BINDING_CATCH(env)

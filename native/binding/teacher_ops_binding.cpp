@@ -24,7 +24,7 @@ FeatureMapParams read_feature_map(OpCall& call) {
   if (act < 0 || act > 4) throw Error(ErrorCode::InvalidArgument, "unknown activation", "act");
   p.kind = static_cast<FeatureMapKind>(kind);
   p.act = static_cast<FeatureAct>(act);
-  require_cpu_float(call, p.dtype, "featureMap");
+  require_backend_dtype(call.device(), p.dtype, "x");
   int64_t rows = p.batch * p.heads * p.seqlen;
   p.x = call.in("x", p.dtype, rows * p.in_dim);
   if (p.kind != FeatureMapKind::EluRaw) {
@@ -40,7 +40,8 @@ Napi::Value FeatureMapForward(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   FeatureMapParams p = read_feature_map(call);
   p.phi = call.out("phi", p.dtype, p.batch * p.heads * p.seqlen * feature_map_out_dim(p));
-  call.submit([p] { feature_map_forward_cpu(p); });
+  Device device = call.device();
+  call.submit([p, device] { HA_DISPATCH(device, p, feature_map_forward_cpu, feature_map_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -57,7 +58,8 @@ Napi::Value FeatureMapBackward(const Napi::CallbackInfo& info) {
   g.dx = call.out("dx", p.dtype, rows * p.in_dim);
   if (p.kind != FeatureMapKind::EluRaw) g.dw = call.out("dw", p.dtype, p.heads * p.in_dim * p.proj_dim);
   if (p.b) g.db = call.out("db", p.dtype, p.heads * p.proj_dim);
-  call.submit([g] { feature_map_backward_cpu(g); });
+  Device device = call.device();
+  call.submit([g, device] { HA_DISPATCH(device, g, feature_map_backward_cpu, feature_map_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -73,7 +75,7 @@ TransferLossParams read_transfer_loss(OpCall& call) {
   p.head_dim = int_prop(a, "headDim");
   p.feature_dim = int_prop(a, "featureDim");
   p.scale = number_prop(a, "scale");
-  require_cpu_float(call, p.dtype, "transferLoss");
+  require_backend_dtype(call.device(), p.dtype, "q");
   int64_t rows = p.batch * p.heads * p.seqlen;
   p.q = call.in("q", p.dtype, rows * p.head_dim);
   p.k = call.in("k", p.dtype, p.batch * p.kv_heads * p.seqlen * p.head_dim);
@@ -88,7 +90,8 @@ Napi::Value TransferLossForward(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   TransferLossParams p = read_transfer_loss(call);
   p.loss = call.out("loss", accum_dtype(p.dtype), 1);
-  call.submit([p] { transfer_loss_forward_cpu(p); });
+  Device device = call.device();
+  call.submit([p, device] { HA_DISPATCH(device, p, transfer_loss_forward_cpu, transfer_loss_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -104,7 +107,8 @@ Napi::Value TransferLossBackward(const Napi::CallbackInfo& info) {
   g.dloss = call.in("dloss", accum_dtype(p.dtype), 1);
   g.dfq = call.out("dfq", p.dtype, rows * p.feature_dim);
   g.dfk = call.out("dfk", p.dtype, rows * p.feature_dim);
-  call.submit([g] { transfer_loss_backward_cpu(g); });
+  Device device = call.device();
+  call.submit([g, device] { HA_DISPATCH(device, g, transfer_loss_backward_cpu, transfer_loss_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -121,7 +125,7 @@ SoftmaxAttentionParams read_softmax_attention(OpCall& call) {
   p.value_dim = int_prop(a, "valueDim");
   p.scale = number_prop(a, "scale");
   p.causal = bool_prop(a, "causal", true);
-  require_cpu_float(call, p.dtype, "softmaxAttention");
+  require_backend_dtype(call.device(), p.dtype, "q");
   int64_t kv_rows = p.batch * p.kv_heads * p.seqlen;
   p.q = call.in("q", p.dtype, p.batch * p.heads * p.seqlen * p.head_dim);
   p.k = call.in("k", p.dtype, kv_rows * p.head_dim);
@@ -137,7 +141,8 @@ Napi::Value SoftmaxAttentionForward(const Napi::CallbackInfo& info) {
   int64_t rows = p.batch * p.heads * p.seqlen;
   p.y = call.out("y", p.dtype, rows * p.value_dim);
   p.lse = call.out("lse", accum_dtype(p.dtype), rows);
-  call.submit([p] { softmax_attention_forward_cpu(p); });
+  Device device = call.device();
+  call.submit([p, device] { HA_DISPATCH(device, p, softmax_attention_forward_cpu, softmax_attention_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -156,7 +161,8 @@ Napi::Value SoftmaxAttentionBackward(const Napi::CallbackInfo& info) {
   g.dq = call.out("dq", p.dtype, rows * p.head_dim);
   g.dk = call.out("dk", p.dtype, kv_rows * p.head_dim);
   g.dv = call.out("dv", p.dtype, kv_rows * p.value_dim);
-  call.submit([g] { softmax_attention_backward_cpu(g); });
+  Device device = call.device();
+  call.submit([g, device] { HA_DISPATCH(device, g, softmax_attention_backward_cpu, softmax_attention_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }

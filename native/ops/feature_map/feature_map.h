@@ -60,4 +60,14 @@ int64_t feature_map_out_dim(const FeatureMapParams& p);
 void feature_map_forward_cpu(const FeatureMapParams& p);
 void feature_map_backward_cpu(const FeatureMapGradParams& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (feature_map.cu): dtype bf16, f16 or f32 (fp32 math); in_dim, proj_dim <= 4096
+// (and kR * (in_dim + proj_dim) floats within the device's shared memory). The backward
+// overwrites dx, dw, db; dw and db are reduced from per-chunk partials in chunk order (no
+// atomics, bitwise deterministic) using stream-ordered scratch. `stream` is a cudaStream_t.
+// Errors throw ha::Error (ErrorCode::Device for CUDA failures).
+void feature_map_forward_cuda(const FeatureMapParams& p, void* stream);
+void feature_map_backward_cuda(const FeatureMapGradParams& p, void* stream);
+#endif
+
 }  // namespace ha

@@ -184,7 +184,7 @@ void forward_impl(const HybridAttentionParams& p) {
               }
             }
           }
-          if (G.use_win) {
+          if (G.use_win && m != 0) {  // keep = 0: the softmax branch is off (c = 0, den_swa = 0)
             int64_t lo, hi;
             G.win(n, lo, hi);
             if (hi >= lo) {

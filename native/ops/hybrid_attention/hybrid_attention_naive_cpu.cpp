@@ -77,7 +77,7 @@ Row naive_row(const HybridAttentionParams& p, const NaiveSets& sets, int64_t b, 
   bool any_w = false;
   r.c = -INFINITY;
   for (int64_t i = 0; i <= n; ++i) {
-    if (sets.in_win(n, i)) {
+    if (m != 0 && sets.in_win(n, i)) {  // keep = 0: the softmax branch is off
       r.inw[i] = 1;
       any_w = true;
       double s = 0;

@@ -64,4 +64,14 @@ struct TransferLossGradParams {
 void transfer_loss_forward_cpu(const TransferLossParams& p);
 void transfer_loss_backward_cpu(const TransferLossGradParams& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (transfer_loss.cu): dtype bf16, f16 or f32 for q, k, fq, fk, dfq, dfk; loss and
+// dloss are f32 device scalars (accum_dtype). head_dim <= 256, feature_dim <= 512. fp32 math,
+// no T x T storage; the loss mean is reduced from per-block partials in a fixed order, and the
+// backward uses no atomics (both bitwise deterministic). Stream-ordered scratch. `stream` is a
+// cudaStream_t. Errors throw ha::Error (ErrorCode::Device for CUDA failures).
+void transfer_loss_forward_cuda(const TransferLossParams& p, void* stream);
+void transfer_loss_backward_cuda(const TransferLossGradParams& p, void* stream);
+#endif
+
 }  // namespace ha
