@@ -48,3 +48,26 @@ export { greedyGenerate } from './model/generate.js';
 export { applyLora } from './model/lora.js';
 export { AdamWOptimizer } from './model/optimizer.js';
 export { saveTrainingState, loadTrainingState } from './model/checkpoint.js';
+export type { LlamaLoadOptions, ForwardOptions, LossOptions, TokenBatch, SsdKeep } from './model/llama.js';
+export { SoftmaxAttentionKernel } from './model/attention-layer.js';
+export type { AttentionKernel, AttentionPassOptions, AttentionCache } from './model/attention-layer.js';
+export { HybridAttentionKernel, HybridDecodeCache, HYBRID_PARAM_NAMES, resolveFeatureMapSpec } from './model/hybrid-layer.js';
+export type { HybridLayerOptions, HybridLayerShape, FeatureMapSpec, FeatureMapPreset } from './model/hybrid-layer.js';
+export {
+  convertToHybrid,
+  paramGroup,
+  parameterGroups,
+  freeze,
+  unfreeze,
+  PARAM_GROUPS,
+  drawSsdKeep,
+  ssdSchedule,
+  SSD_GRANULARITIES,
+} from './model/convert.js';
+export type { ConvertOptions, ConvertResult, ParamGroup, ParamSelector, SsdGranularity, SsdKeepOptions } from './model/convert.js';
+export { generate, sampleToken, samplingDistribution, argmax, isGreedy, SamplingRng } from './model/sampling.js';
+export type { SamplingOptions, GenerateOptions as SampleGenerateOptions } from './model/sampling.js';
+export { constantLr, cosineLr, ReduceLrOnPlateau } from './model/lr-schedule.js';
+export type { LrSchedule } from './model/lr-schedule.js';
+export { randomLlamaModel, tinyLlamaConfig } from './model/random-init.js';
+export { repeatKv, repeatKvBackward, sigmoid, sigmoidBackward } from './ops/repeat-kv.js';

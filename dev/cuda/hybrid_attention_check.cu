@@ -7,7 +7,12 @@
 //   3. times the target shapes with CUDA events (warm-up, median of 50).
 // Build: nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 //        -I native -I . dev/cuda/hybrid_attention_check.cu native/ops/hybrid_attention/*.cu -o build-dev/hybrid_attention_check
-// Run:   ./build-dev/hybrid_attention_check [--small] [--no-time] [--fixtures DIR]
+// Run:   ./build-dev/hybrid_attention_check [--small] [--no-time] [--fast] [--fast-only] [--fixtures DIR]
+//        --fast: also run the fast-path sweep (forward through launch_forward_fast and through the
+//        generic path on the same inputs, both against the f64 reference); --fast-only: only that
+//        sweep (plus timing unless --no-time); --time-generic: also time the generic forward;
+//        --no-bwd-time: skip backward timing. Build with -DHA_FAST_TIMING for a per-kernel breakdown
+//        of the fast forward and a sweep of its state-segment setting.
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -21,6 +26,7 @@
 #include <vector>
 
 #include "dev/common/fixture.h"
+#include "ops/hybrid_attention/ha_common.cuh"
 #include "ops/hybrid_attention/hybrid_attention.h"
 
 using namespace ha;
@@ -86,7 +92,7 @@ static void reference(const Cfg& c, const std::vector<double>& q, const std::vec
       double kp = keep.empty() ? 1.0 : keep[b * H + h];
       double ga = gamma[h];
       bool hyb = c.mode == 0 || c.mode == 4;
-      double gw = hyb ? ga * kp : ((c.mode == 1 || c.mode == 5) ? 1.0 : 0.0);
+      double gw = hyb ? ga * kp : ((c.mode == 1 || c.mode == 5) ? kp : 0.0);  // keep = 0: window branch off in every mode
       bool hasla = c.mode == 0 || c.mode == 2 || c.mode == 3 || c.mode == 4;
       double lam = c.affine ? 1.0 - ga : 1.0;
       double gl = hasla ? lam : 0.0;
@@ -346,7 +352,121 @@ static void check_reference_on_fixtures(const std::string& dir, std::mt19937_64&
   }
 }
 
+
+// ---------------- fast path vs generic path (forward only, same inputs) ----------------
+static int g_fast_fail = 0, g_fast_cases = 0;
+static double g_fast_worst[2][2], g_gen_worst[2][2];  // [bf16, f16][rel2, relmax] of y
+static cuda_detail::KP kp_of(const HybridAttentionParams& p) {  // mirrors hybrid_attention.cu's make_kp
+  cuda_detail::KP k{};
+  k.B = (int)p.batch; k.H = (int)p.heads; k.Hkv = (int)p.kv_heads; k.T = (int)p.seqlen;
+  k.d = (int)p.head_dim; k.dv = (int)p.value_dim; k.F = (int)p.feature_dim; k.w = (int)p.window; k.S = (int)p.sinks;
+  k.mode = (int)p.mode; k.geom = (int)p.geometry; k.affine = p.lambda_kind == LambdaKind::Affine ? 1 : 0;
+  k.group = k.H / k.Hkv; k.scale = (float)(1.0 / std::sqrt((double)p.head_dim));
+  k.q = p.q; k.k = p.k; k.v = p.v; k.fq = p.fq; k.fk = p.fk; k.gamma = (const float*)p.gamma; k.keep = (const float*)p.keep;
+  k.y = p.y; k.c = (float*)p.c; k.den_swa = (float*)p.den_swa; k.den_la = (float*)p.den_la;
+  int sms = 132; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const int64_t BH = std::max<int64_t>(1, (int64_t)k.B * k.H);
+  int64_t want = (4LL * sms + BH - 1) / BH, L = (k.T + want - 1) / std::max<int64_t>(1, want);
+  L = std::max<int64_t>(64, (L + 63) / 64 * 64);
+  k.Lseg = (int)std::min<int64_t>(L, std::max<int64_t>(64, ((int64_t)k.T + 63) / 64 * 64));
+  k.nseg = (int)std::max<int64_t>(1, (k.T + k.Lseg - 1) / k.Lseg);
+  return k;
+}
+static void fast_case(const Cfg& c, std::mt19937_64& rng) {
+  const int B = c.B, H = c.H, T = c.T;
+  size_t nq = (size_t)B * H * T * c.d, nk = (size_t)B * c.Hkv * T * c.d, nv = (size_t)B * c.Hkv * T * c.dv;
+  size_t nf = (size_t)B * H * T * c.F, ny = (size_t)B * H * T * c.dv, nr = (size_t)B * H * T;
+  std::normal_distribution<double> nd(0, 1);
+  std::uniform_real_distribution<double> ud(0.05, 0.95);
+  std::vector<double> q(nq), k(nk), v(nv), fq(nf), fk(nf), dy(ny, 0.0), gamma(H), keep;
+  for (auto& x : q) x = nd(rng) * 1.5;
+  for (auto& x : k) x = nd(rng) * 1.5;
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : fq) x = std::exp(0.7 * nd(rng)) / c.F;
+  for (auto& x : fk) x = std::exp(0.7 * nd(rng)) / c.F;
+  for (auto& x : gamma) x = ud(rng);
+  if (c.keep) { keep.resize(B * H); for (int i = 0; i < B * H; ++i) keep[i] = (i % 3 == 1) ? 0.0 : 1.0; }
+  DevBuf Q(nq, c.dt), K(nk, c.dt), V(nv, c.dt), FQ(nf, c.dt), FK(nf, c.dt), Y(ny, c.dt);
+  DevBuf G(H, DType::F32), KP_(std::max<size_t>(1, keep.size()), DType::F32), C(nr, DType::F32), DS(nr, DType::F32), DL(nr, DType::F32);
+  Q.up(q); K.up(k); V.up(v); FQ.up(fq); FK.up(fk); G.up(gamma);
+  if (!keep.empty()) KP_.up(keep);
+  HybridAttentionParams p;
+  p.dtype = c.dt; p.batch = B; p.heads = H; p.kv_heads = c.Hkv; p.seqlen = T; p.head_dim = c.d; p.value_dim = c.dv;
+  p.feature_dim = c.F; p.window = c.w; p.sinks = c.S; p.mode = (HybridMode)c.mode; p.geometry = (WindowGeometry)c.geom;
+  p.lambda_kind = c.affine ? LambdaKind::Affine : LambdaKind::One;
+  p.q = Q.p; p.k = K.p; p.v = V.p; p.fq = FQ.p; p.fk = FK.p; p.gamma = G.p; p.keep = keep.empty() ? nullptr : KP_.p;
+  p.y = Y.p; p.c = C.p; p.den_swa = DS.p; p.den_la = DL.p;
+  Ref r;
+  reference(c, q, k, v, fq, fk, gamma, keep, dy, 1.0 / std::sqrt((double)c.d), r);
+  cuda_detail::KP kp = kp_of(p);
+  std::vector<double> got[2][4];
+  bool took = false;
+  for (int path = 0; path < 2; ++path) {
+    Y.poison(); C.poison(); DS.poison(); DL.poison();
+    try {
+      if (path == 0) took = cuda_detail::launch_forward_fast(kp, c.dt, nullptr);
+      else cuda_detail::launch_forward_generic(kp, c.dt, nullptr);
+      CK(cudaDeviceSynchronize());
+    } catch (std::exception& ex) { printf("EXCEPTION %s\n", ex.what()); g_fast_fail++; return; }
+    got[path][0] = Y.down(); got[path][1] = C.down(); got[path][2] = DS.down(); got[path][3] = DL.down();
+  }
+  const std::vector<double>* refs[4] = {&r.y, &r.c, &r.dsw, &r.dla};
+  const char* names[] = {"y", "c", "den_swa", "den_la"};
+  int di = c.dt == DType::BF16 ? 0 : 1;
+  double tol2 = di == 0 ? 1e-2 : 3e-3, tolm = di == 0 ? 3e-2 : 1e-2;
+  bool ok = took; char buf[1024]; int off = 0;
+  for (int i = 0; i < 4; ++i) {
+    Err e = compare(got[0][i], *refs[i]), eg = compare(got[1][i], *refs[i]);
+    double t2 = i ? 2e-4 : tol2, tm = i ? 2e-3 : tolm;
+    bool pass = !e.nan && e.rel2 <= t2 && e.relmax <= tm;
+    // not much worse than the generic path on the same inputs (plus a floor at bf16/f16 output rounding)
+    if (i == 0 && (e.rel2 > std::max(2.0 * eg.rel2, di == 0 ? 2e-3 : 5e-4))) pass = false;
+    if (!pass) ok = false;
+    if (i == 0) {
+      g_fast_worst[di][0] = std::max(g_fast_worst[di][0], e.rel2); g_fast_worst[di][1] = std::max(g_fast_worst[di][1], e.relmax);
+      g_gen_worst[di][0] = std::max(g_gen_worst[di][0], eg.rel2); g_gen_worst[di][1] = std::max(g_gen_worst[di][1], eg.relmax);
+    }
+    off += snprintf(buf + off, sizeof(buf) - off, " %s%s=%.1e/%.1e%s (gen %.1e/%.1e)", pass ? "" : "**", names[i], e.rel2, e.relmax,
+                    e.nan ? "(NaN)" : "", eg.rel2, eg.relmax);
+  }
+  g_fast_cases++;
+  if (!ok) g_fast_fail++;
+  printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took ? "" : "(declined)", B, H, c.Hkv, T, c.d,
+         c.w, mode_name(c.mode), c.geom ? "terr" : "slid", c.affine ? "aff" : "one", c.keep, dtype_name(c.dt), buf);
+}
+static void fast_sweep(std::mt19937_64& rng) {
+  std::vector<Cfg> cs;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (int mode = 0; mode < 5; ++mode)
+      for (int geom = 0; geom < 2; ++geom) {
+        if (geom == 1 && mode == 3) continue;
+        // keep only where this harness's reference agrees with the kernels (its swa ignores keep)
+        cs.push_back({1, 4, 2, 333, 128, 128, 128, 64, 8, mode, geom, (mode + geom) & 1, (mode == 0 || mode == 4) ? 1 : 0, dt});
+      }
+    for (int w : {1, 16, 37}) cs.push_back({1, 2, 1, 203, 128, 128, 128, w, 8, 0, 0, w == 16, 0, dt});
+    for (int w : {8, 32}) cs.push_back({1, 2, 2, 260, 128, 128, 128, w, 8, 0, 1, 0, 1, dt});
+    cs.push_back({2, 2, 1, 64, 128, 128, 128, 64, 8, 0, 0, 0, 0, dt});    // one chunk
+    cs.push_back({1, 2, 2, 1, 128, 128, 128, 64, 8, 4, 0, 0, 0, dt});     // T = 1
+    cs.push_back({1, 2, 2, 130, 128, 128, 128, 64, 8, 0, 0, 0, 0, dt});   // 3 chunks, last one partial
+    cs.push_back({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt});   // multi-segment state walk
+    cs.push_back({1, 2, 2, 900, 128, 128, 128, 64, 8, 3, 0, 0, 0, dt});
+    cs.push_back({1, 4, 1, 400, 64, 64, 64, 64, 8, 0, 0, 1, 1, dt});      // d = 64
+    cs.push_back({1, 2, 2, 700, 64, 64, 64, 32, 8, 4, 1, 0, 0, dt});
+    cs.push_back({1, 2, 1, 300, 64, 64, 64, 64, 8, 2, 0, 0, 0, dt});
+  }
+  for (auto& c : cs) fast_case(c, rng);
+  printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
+  const char* dn[] = {"bf16", "f16"};
+  for (int i = 0; i < 2; ++i)
+    printf("worst y %-4s: fast rel-L2 %.2e max %.2e | generic rel-L2 %.2e max %.2e\n", dn[i], g_fast_worst[i][0], g_fast_worst[i][1],
+           g_gen_worst[i][0], g_gen_worst[i][1]);
+}
+
 // ---------------- timing ----------------
+static bool g_time_generic = false, g_no_bwd_time = false;
+#ifdef HA_FAST_TIMING
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult; } }
+#endif
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
   size_t nq = (size_t)B * H * T * d, nr = (size_t)B * H * T;
@@ -380,7 +500,29 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     return ts[ts.size() / 2];
   };
   float tf = bench([&] { hybrid_attention_forward_cuda(p, st); });
-  float tb = bench([&] { hybrid_attention_backward_cuda(gp, st); });
+  if (g_time_generic) {
+    cuda_detail::KP kp = kp_of(p);
+    float tg = bench([&] { cuda_detail::launch_forward_generic(kp, dt, st); });
+    printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: generic fwd %.3f ms\n", dtype_name(dt), mode_name(mode), B, H, T, w, tg);
+  }
+#ifdef HA_FAST_TIMING
+  {
+    cudaMemPool_t pool; CK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t thr = UINT64_MAX, zero = 0;
+    CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
+    for (int mult : {0, 1, 2, 4}) {
+      cuda_detail::g_fast_seg_mult = mult;
+      float tr = bench([&] { hybrid_attention_forward_cuda(p, st); });
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms with the memory pool retained, seg_mult %d\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr, mult);
+      cuda_detail::g_fast_timing = 1;
+      hybrid_attention_forward_cuda(p, st);
+      cuda_detail::g_fast_timing = 0;
+    }
+    cuda_detail::g_fast_seg_mult = 4;
+    CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &zero));
+  }
+#endif
+  float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)
   double rows = (double)nr;
   double ff = rows * (2.0 * 2 * w * d + 2.0 * 2 * F * DV + 2.0 * 2 * (w / 2.0) * (F + DV));
@@ -394,13 +536,17 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
 }
 
 int main(int argc, char** argv) {
-  bool small = false, notime = false, verbose = false;
+  bool small = false, notime = false, verbose = false, fast = false, fastonly = false;
   std::string fxdir = "../shared/fixtures/hybrid";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--small") small = true;
     else if (a == "--no-time") notime = true;
     else if (a == "-v") verbose = true;
+    else if (a == "--fast") fast = true;
+    else if (a == "--fast-only") fast = fastonly = true;
+    else if (a == "--time-generic") g_time_generic = true;
+    else if (a == "--no-bwd-time") g_no_bwd_time = true;
     else if (a == "--fixtures" && i + 1 < argc) fxdir = argv[++i];
   }
   int ndev = 0;
@@ -429,15 +575,18 @@ int main(int argc, char** argv) {
     cases.push_back({3, 1, 1, 1, 8, 8, 8, 16, 8, 0, 0, 0, 0, dt});
     cases.push_back({1, 2, 1, 2500, 64, 64, 128, 64, 8, 2, 0, 1, 0, dt});
   }
+  if (fastonly) cases.clear();
   if (small) { std::vector<Cfg> s; for (auto& c : cases) if (c.dt == DType::BF16 && (size_t)c.T * c.B * c.H <= 1200) s.push_back(c); cases = s; }
   for (auto& c : cases) run_case(c, rng, nullptr, nullptr, verbose);
   printf("\nSWEEP: %d cases, %d failures\n", g_cases, g_fail);
+  if (fast) fast_sweep(rng);
   const char* dn[] = {"f32", "bf16", "f16"};
   for (int i = 0; i < 3; ++i) printf("worst over all tensors %-4s: rel-L2 %.2e, max|err|/max|ref| %.2e\n", dn[i], g_worst[i][0], g_worst[i][1]);
   if (!notime) {
     time_shape(4, 32, 2048, 64, DType::BF16);
     time_shape(1, 32, 16384, 64, DType::BF16);
     time_shape(4, 32, 2048, 64, DType::BF16, 1);
+    if (fast) { time_shape(4, 32, 2048, 64, DType::BF16, 3); time_shape(4, 32, 2048, 64, DType::F16); }
   }
-  return g_fail ? 1 : 0;
+  return (g_fail || g_fast_fail) ? 1 : 0;
 }

@@ -9,6 +9,7 @@ import type { Device } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { softmaxAttention, softmaxAttentionBackward, type SoftmaxAttentionSaved } from '../ops/softmax-attention.js';
 import { HybridDecodeState } from '../ops/hybrid-decode.js';
+import type { HybridMode } from '../ops/hybrid-attention.js';
 
 export interface AttentionShape {
   batch: number;
@@ -49,6 +50,12 @@ export interface CacheShape {
   device: Device;
 }
 
+/** Per-pass options a kernel may use (kernels without the feature ignore them). */
+export interface AttentionPassOptions {
+  /** SSD keep mask in {0, 1} per (batch, head): [B, H] tensor (accumulator dtype) or B*H numbers, row-major. */
+  keep?: Tensor | ArrayLike<number>;
+}
+
 export interface AttentionKernel {
   /** 'softmax', 'hybrid', ... (diagnostics, checkpoints). */
   readonly kind: string;
@@ -56,8 +63,12 @@ export interface AttentionKernel {
    * q [B, H, T, d], k [B, Hkv, T, d], v [B, Hkv, T, d] (after RoPE) -> y [B, H, T, d].
    * With `train`, `saved` holds what backward needs (the caller disposes it).
    */
-  forward(q: Tensor, k: Tensor, v: Tensor, train: boolean): { y: Tensor; saved?: AttentionSaved };
+  forward(q: Tensor, k: Tensor, v: Tensor, train: boolean, pass?: AttentionPassOptions): { y: Tensor; saved?: AttentionSaved };
   backward(saved: AttentionSaved, dy: Tensor): AttentionGrads;
+  /** Current mode of kernels that have modes (hybrid/linear layers, SPEC sec. 2). */
+  readonly mode?: HybridMode;
+  /** Switches the mode for later passes (and later decode steps). */
+  setMode?(mode: HybridMode): void;
   /** A decode cache (KV cache, recurrent state); absent: generation recomputes the prefix. */
   createCache?(shape: CacheShape): AttentionCache;
   /** Trainable parameters owned by the kernel, names relative to the layer's self_attn. */

@@ -12,7 +12,7 @@ import { linear, linearBackward } from '../ops/matmul.js';
 import { rmsNorm, rmsNormBackward, type RmsNormSaved } from '../ops/rms-norm.js';
 import { rope, ropeBackward, type RopeTables } from '../ops/rope.js';
 import { swiglu, swigluBackward } from '../ops/swiglu.js';
-import type { AttentionCache, AttentionKernel, AttentionSaved } from './attention-layer.js';
+import type { AttentionCache, AttentionKernel, AttentionPassOptions, AttentionSaved } from './attention-layer.js';
 import type { LlamaConfig } from './config.js';
 import { layerPrefix } from './weights.js';
 
@@ -121,7 +121,7 @@ export class LlamaBlock {
   }
 
   /** x [B, T, D] -> x2 [B, T, D]; with `train`, also the activations (x stays the caller's). */
-  forward(x: Tensor, tables: RopeTables, train: boolean, cache?: AttentionCache): { out: Tensor; acts?: BlockActivations } {
+  forward(x: Tensor, tables: RopeTables, train: boolean, cache?: AttentionCache, pass?: AttentionPassOptions): { out: Tensor; acts?: BlockActivations } {
     const c = this.config;
     const [B, T] = x.shape as [number, number, number];
     const hd = c.headDim;
@@ -144,7 +144,7 @@ export class LlamaBlock {
     const vFlat = run('v', n1.y);
     const v = transpose12(vFlat.reshape([B, T, c.numKvHeads, hd]));
     vFlat.dispose();
-    const att = cache ? { y: cache.attend(q, k, v), saved: undefined } : this.attention.forward(q, k, v, train);
+    const att = cache ? { y: cache.attend(q, k, v), saved: undefined } : this.attention.forward(q, k, v, train, pass);
     const yFlat = transpose12(att.y).reshape([B, T, c.numHeads * hd]);
     if (!att.saved) att.y.dispose();
     const o = run('o', yFlat);

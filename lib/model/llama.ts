@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { DType } from '../dtype.js';
 import type { Device } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { fillLike, scale } from '../ops/elementwise.js';
 import { checkTokenIds, embedding, embeddingBackward } from '../ops/embedding.js';
@@ -23,6 +23,8 @@ import {
   type CrossEntropySaved,
 } from '../ops/cross-entropy.js';
 import { SoftmaxAttentionKernel, type AttentionCache, type AttentionKernel } from './attention-layer.js';
+import { HYBRID_MODES, type HybridMode } from '../ops/hybrid-attention.js';
+import { expectChoice } from '../ops/validate.js';
 import { loadConfig, ropeInvFreq, type LlamaConfig } from './config.js';
 import { LlamaBlock, disposeActivations, plainProjections, type BlockActivations, type ParamMap } from './llama-block.js';
 import { loadWeights, parameterSpecs } from './weights.js';
@@ -47,7 +49,12 @@ export interface ForwardOptions {
   positionOffset?: number;
   /** One decode cache per layer (createCaches): the tokens continue the cached prefix. */
   caches?: readonly AttentionCache[];
+  /** SSD keep masks for this pass, one entry per layer ([B, H] tensor or B*H numbers; undefined keeps every head). */
+  keep?: SsdKeep;
 }
+
+/** Per-layer SSD keep masks (see drawSsdKeep). */
+export type SsdKeep = readonly (Tensor | ArrayLike<number> | undefined)[];
 
 export interface LossOptions {
   /** Fused lm_head + cross-entropy in vocabulary chunks (no [N, V] logits). Default false. */
@@ -58,6 +65,8 @@ export interface LossOptions {
   ignoreIndex?: number;
   /** > 0: loss = sum / normalizer (gradient accumulation over micro-batches). */
   normalizer?: number;
+  /** SSD keep masks for this pass (as ForwardOptions.keep). */
+  keep?: SsdKeep;
 }
 
 interface Pending {
@@ -139,19 +148,29 @@ export class LlamaModel {
     checkTokenIds(ids, this.config.vocabSize);
     const offset = o.positionOffset ?? 0;
     if (!Number.isInteger(offset) || offset < 0) throw new InvalidArgumentError('positionOffset must be an integer >= 0', 'positionOffset');
-    this.clearPending();
-    const idT = Tensor.fromArray(ids, [B, T], { dtype: 'i32', device: this.device });
-    const tables = this.tables(B, T, offset);
     const train = o.train ?? false;
     if (o.caches && (train || o.caches.length !== this.blocks.length))
       throw new InvalidArgumentError(`caches must hold one cache per layer (${this.blocks.length}) and cannot be used with train`, 'caches');
+    if (o.keep !== undefined) this.checkKeep(o.keep, B);
+    // Mistral's sliding-window softmax is not implemented for softmax layers: refuse rather than
+    // silently attend beyond the window.
+    const sw = this.config.slidingWindow;
+    if (sw !== null && offset + T > sw)
+      throw new NotImplementedError(
+        `sliding_window = ${sw} (Mistral) attention is not implemented for softmax layers; sequences must stay within ${sw} tokens`,
+        'sliding_window',
+      );
+    this.clearPending();
+    const idT = Tensor.fromArray(ids, [B, T], { dtype: 'i32', device: this.device });
+    const tables = this.tables(B, T, offset);
     const hidden: Tensor[] | undefined = o.hiddenStates ? [] : undefined;
     let x = embedding(idT, this.params.get('model.embed_tokens.weight')!);
     const inputs: Tensor[] = [];
     const acts: BlockActivations[] = [];
     for (const [i, block] of this.blocks.entries()) {
       if (hidden) hidden.push(scale(x, 1));
-      const r = block.forward(x, tables, train, o.caches?.[i]);
+      const keep = o.keep?.[i];
+      const r = block.forward(x, tables, train, o.caches?.[i], keep === undefined ? undefined : { keep });
       if (train) {
         inputs.push(x);
         acts.push(r.acts!);
@@ -184,9 +203,25 @@ export class LlamaModel {
     return { logits, ...(r.hidden ? { hiddenStates: r.hidden } : {}) };
   }
 
+  /** Validates per-layer SSD keep masks before anything is allocated. */
+  private checkKeep(keep: SsdKeep, batch: number): void {
+    if (!Array.isArray(keep) || keep.length !== this.blocks.length)
+      throw new InvalidArgumentError(`keep must hold one mask (or undefined) per layer (${this.blocks.length})`, 'keep');
+    const n = batch * this.config.numHeads;
+    keep.forEach((m, i) => {
+      if (m === undefined || m instanceof Tensor) return;
+      if (m === null || typeof (m as ArrayLike<number>).length !== 'number' || (m as ArrayLike<number>).length !== n)
+        throw new InvalidArgumentError(`keep[${i}] must hold batch * heads = ${n} values`, 'keep');
+      for (let j = 0; j < n; j++) {
+        const v = (m as ArrayLike<number>)[j];
+        if (v !== 0 && v !== 1) throw new InvalidArgumentError(`keep[${i}][${j}] = ${String(v)} is not 0 or 1`, 'keep');
+      }
+    });
+  }
+
   /** Mean next-token cross-entropy; keeps what backward() needs. */
   async loss(input: TokenBatch, o: LossOptions = {}): Promise<number> {
-    const r = this.trunk(input, { train: true });
+    const r = this.trunk(input, { train: true, ...(o.keep ? { keep: o.keep } : {}) });
     const p = r.pending!;
     this.pending = p;
     const [B, T] = r.shape;
@@ -223,6 +258,33 @@ export class LlamaModel {
     return this.blocks.map((b) =>
       b.attention.createCache!({ batch, maxLength, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, dtype: this.dtype, device: this.device }),
     );
+  }
+
+  /**
+   * Sets the attention mode (SPEC sec. 2) of every layer whose kernel has modes (hybrid/linear
+   * layers), or of `layers` only (each must have modes). Softmax layers are left alone.
+   * Returns the indices of the layers changed.
+   */
+  setAttentionMode(mode: HybridMode, o: { layers?: readonly number[] } = {}): number[] {
+    expectChoice(mode, 'mode', HYBRID_MODES);
+    const chosen = o.layers ?? this.blocks.map((_, i) => i);
+    const changed: number[] = [];
+    for (const i of chosen) {
+      const k: AttentionKernel | undefined = this.blocks[i]?.attention;
+      if (!k) throw new InvalidArgumentError(`no layer ${i}`, 'layers');
+      if (typeof k.setMode !== 'function') {
+        if (o.layers) throw new InvalidArgumentError(`layer ${i} (${k.kind}) has no attention modes`, 'layers');
+        continue;
+      }
+      k.setMode(mode);
+      changed.push(i);
+    }
+    return changed;
+  }
+
+  /** Each layer's attention mode ('softmax' for plain softmax layers). */
+  attentionModes(): (HybridMode | 'softmax')[] {
+    return this.blocks.map((b) => b.attention.mode ?? 'softmax');
   }
 
   /** Allocates zero gradients for the trainable parameters that have none, and zeroes the rest. */

@@ -13,7 +13,8 @@ import {
   expectInteger,
   expectShape,
   expectTensor,
-  hostOrTensor,
+  gammaArg,
+  keepArg,
   resolveScale,
 } from './validate.js';
 
@@ -35,7 +36,10 @@ export interface HybridAttentionInputs {
   fq: Tensor;
   /** phi_k(k), per q head: [B, H, T, F], non-negative. */
   fk: Tensor;
-  /** Per-head gamma in (0, 1) (already sigmoid-ed): a [H] tensor of the accumulator dtype, or numbers. */
+  /**
+   * Per-head gamma (already sigmoid-ed): a [H] tensor of the accumulator dtype, or numbers; in
+   * (0, 1), or exactly 1 with lambda 'one' (inference-time hybridisation's fixed gamma).
+   */
   gamma: Tensor | ArrayLike<number>;
   /** Optional SSD keep mask in {0, 1} per (batch, head): [B, H] tensor or numbers (row-major). */
   keep?: Tensor | ArrayLike<number>;
@@ -131,11 +135,11 @@ function prepare(inputs: HybridAttentionInputs, options: HybridAttentionOptions)
   const scale = resolveScale(options.scale, d);
 
   const owned: Tensor[] = [];
-  const gamma = hostOrTensor(inputs.gamma, 'gamma', [H], dtype, device, (x) => (x > 0 && x < 1 ? null : 'is outside (0, 1)'));
+  const gamma = gammaArg(inputs.gamma, H, dtype, device, lambda);
   if (gamma.owned) owned.push(gamma.tensor);
   let keep: Tensor | undefined;
   if (inputs.keep !== undefined && inputs.keep !== null) {
-    const kept = hostOrTensor(inputs.keep, 'keep', [B, H], dtype, device, (x) => (x === 0 || x === 1 ? null : 'is not 0 or 1'));
+    const kept = keepArg(inputs.keep, B, H, dtype, device);
     if (kept.owned) owned.push(kept.tensor);
     keep = kept.tensor;
   }

@@ -100,3 +100,19 @@ export function hostOrTensor(
   }
   return { tensor: Tensor.fromArray(arr, shape, { dtype: acc, device }), owned: true };
 }
+
+/**
+ * gamma per head: in (0, 1) as sigmoid(w) gives it; 1 is allowed with lambda 'one' (the fixed
+ * gamma of inference-time hybridisation, SPEC sec. 5), never with 'affine' (lambda would be 0).
+ */
+export function gammaArg(value: unknown, heads: number, dtype: DType, device: Device, lambda: 'one' | 'affine') {
+  const allowOne = lambda === 'one';
+  return hostOrTensor(value, 'gamma', [heads], dtype, device, (x) =>
+    x > 0 && (x < 1 || (allowOne && x === 1)) ? null : allowOne ? 'is outside (0, 1]' : 'is outside (0, 1) (lambda affine)',
+  );
+}
+
+/** The SSD keep mask per (batch, head): values 0 or 1. */
+export function keepArg(value: unknown, batch: number, heads: number, dtype: DType, device: Device) {
+  return hostOrTensor(value, 'keep', [batch, heads], dtype, device, (x) => (x === 0 || x === 1 ? null : 'is not 0 or 1'));
+}

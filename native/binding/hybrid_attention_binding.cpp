@@ -12,9 +12,11 @@ namespace {
 template <typename Acc>
 void check_gamma_keep_values(const HybridAttentionParams& p) {
   const Acc* gamma = static_cast<const Acc*>(p.gamma);
+  // gamma = 1 is allowed with lambda = 1 (inference-time hybridisation), not with 1 - gamma
+  const bool allow_one = p.lambda_kind == LambdaKind::One;
   for (int64_t h = 0; h < p.heads; ++h)
-    if (!(gamma[h] > 0 && gamma[h] < 1))
-      throw Error(ErrorCode::InvalidArgument, "gamma[" + std::to_string(h) + "] = " + std::to_string(static_cast<double>(gamma[h])) + " is outside (0, 1)", "gamma");
+    if (!(gamma[h] > 0 && (gamma[h] < 1 || (allow_one && gamma[h] == 1))))
+      throw Error(ErrorCode::InvalidArgument, "gamma[" + std::to_string(h) + "] = " + std::to_string(static_cast<double>(gamma[h])) + " is outside " + (allow_one ? "(0, 1]" : "(0, 1) with lambda affine"), "gamma");
   if (!p.keep) return;
   const Acc* keep = static_cast<const Acc*>(p.keep);
   for (int64_t i = 0; i < p.batch * p.heads; ++i)

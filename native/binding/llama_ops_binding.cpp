@@ -1,6 +1,7 @@
 // Bindings of the Llama runtime's CPU kernels: matmul/linear, RMSNorm, RoPE, SwiGLU, embedding,
 // cross-entropy (plain and chunked), AdamW, gradient norm/clipping, elementwise basics, and a
 // head transpose. The TS wrappers (lib/ops/*.ts) validate first; these checks are the backstop.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -540,6 +541,75 @@ Napi::Value Transpose12(const Napi::CallbackInfo& info) {
   HA_BINDING_CATCH(env)
 }
 
+// ---------------------------------------------------------------- GQA repeat-kv, sigmoid
+
+// Forward: x [outer, kvHeads, inner] -> y [outer, kvHeads * groups, inner], head h reads kv head
+// h / groups (GQA: q head h uses kv head h / groups). Backward (`backward`: true): dy
+// [outer, kvHeads * groups, inner] -> dx [outer, kvHeads, inner], summing each group in order.
+Napi::Value RepeatKv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  const Napi::Object& a = call.args();
+  DType dtype = float_dtype(call, "repeatKv");
+  int64_t outer = nonneg(a, "outer"), kv = nonneg(a, "kvHeads"), groups = nonneg(a, "groups"), inner = nonneg(a, "inner");
+  if (groups < 1) throw Error(ErrorCode::InvalidArgument, "groups must be >= 1", "groups");
+  bool backward = bool_prop(a, "backward", false);
+  int64_t small = outer * kv * inner, big = small * groups;
+  const void* x = call.in("x", dtype, backward ? big : small);
+  void* y = call.out("y", dtype, backward ? small : big);
+  call.submit([=] {
+    auto run = [&](auto* out, const auto* src) {
+      parallel_for(outer * kv, 4, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; r++) {  // r = (o, j): kv head j of item o
+          int64_t o = r / kv, j = r % kv;
+          if (!backward) {
+            for (int64_t g = 0; g < groups; g++)
+              std::memcpy(out + ((o * kv + j) * groups + g) * inner, src + r * inner, static_cast<size_t>(inner) * sizeof(*out));
+          } else {
+            for (int64_t i = 0; i < inner; i++) {
+              double acc = 0;
+              for (int64_t g = 0; g < groups; g++) acc += static_cast<double>(src[((o * kv + j) * groups + g) * inner + i]);
+              out[r * inner + i] = static_cast<std::remove_reference_t<decltype(*out)>>(acc);
+            }
+          }
+        }
+      });
+    };
+    if (dtype == DType::F64) run(static_cast<double*>(y), static_cast<const double*>(x));
+    else run(static_cast<float*>(y), static_cast<const float*>(x));
+  });
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
+// Forward: y = 1 / (1 + exp(-x)). Backward (with `dy`; x is then the forward's output y):
+// dx = dy * y * (1 - y). Arithmetic in f64.
+Napi::Value Sigmoid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  const Napi::Object& a = call.args();
+  DType dtype = float_dtype(call, "sigmoid");
+  int64_t n = nonneg(a, "n");
+  const void* x = call.in("x", dtype, n);
+  const void* dy = call.in("dy", dtype, n, true);
+  void* y = call.out("y", dtype, n);
+  call.submit([=] {
+    auto run = [&](auto* out, const auto* src, const auto* g) {
+      for (int64_t i = 0; i < n; i++) {
+        double v = static_cast<double>(src[i]);
+        double r = g ? static_cast<double>(g[i]) * v * (1.0 - v) : 1.0 / (1.0 + std::exp(-v));
+        out[i] = static_cast<std::remove_reference_t<decltype(*out)>>(r);
+      }
+    };
+    if (dtype == DType::F64) run(static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(dy));
+    else run(static_cast<float*>(y), static_cast<const float*>(x), static_cast<const float*>(dy));
+  });
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
 }  // namespace
 
 void init_llama_ops_binding(Napi::Env env, Napi::Object exports) {
@@ -564,6 +634,8 @@ void init_llama_ops_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("copyInto", Napi::Function::New(env, CopyInto));
   exports.Set("sumRows", Napi::Function::New(env, SumRows));
   exports.Set("transpose12", Napi::Function::New(env, Transpose12));
+  exports.Set("repeatKv", Napi::Function::New(env, RepeatKv));
+  exports.Set("sigmoid", Napi::Function::New(env, Sigmoid));
 }
 
 }  // namespace ha::binding

@@ -32,6 +32,16 @@ void ensure_init() {
     if (count == 0) { g_init_error = "no CUDA device found"; return; }
     err = cudaSetDevice(0);
     if (err == cudaSuccess) err = cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking);
+    if (err == cudaSuccess) {
+      // Keep freed memory in the stream-ordered pool across synchronisations (the default
+      // threshold of 0 returns it to the driver at every sync, and each op then remaps it).
+      cudaMemPool_t pool = nullptr;
+      if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+        uint64_t keep_all = UINT64_MAX;
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+      }
+      cudaGetLastError();
+    }
     if (err != cudaSuccess) { g_init_error = std::string("CUDA initialisation failed: ") + cudaGetErrorString(err); cudaGetLastError(); }
   });
   if (!g_init_error.empty()) throw Error(ErrorCode::Device, g_init_error, "device");
@@ -77,7 +87,17 @@ void* cuda_stream() {
 void* cuda_allocate(int64_t bytes) {
   ensure_init();
   void* p = nullptr;
-  cudaError_t err = cudaMallocAsync(&p, bytes > 0 ? static_cast<size_t>(bytes) : 256, g_stream);
+  size_t size = bytes > 0 ? static_cast<size_t>(bytes) : 256;
+  cudaError_t err = cudaMallocAsync(&p, size, g_stream);
+  if (err == cudaErrorMemoryAllocation) {
+    // The pool keeps freed memory (see ensure_init): hand it back to the driver once and retry.
+    cudaGetLastError();
+    cudaMemPool_t pool = nullptr;
+    if (cudaStreamSynchronize(g_stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+      cudaMemPoolTrimTo(pool, 0);
+      err = cudaMallocAsync(&p, size, g_stream);
+    }
+  }
   if (err != cudaSuccess) {
     if (err == cudaErrorMemoryAllocation)
       { cudaGetLastError(); throw Error(ErrorCode::OutOfMemory, "out of GPU memory allocating " + std::to_string(bytes) + " bytes"); }

@@ -44,7 +44,8 @@ describe('hybridAttention argument validation', () => {
     ['bf16 on the cpu', (t) => [{ ...t, q: t.q.cast('bf16') }, opts], DTypeError, 'q'],
     ['gamma of wrong dtype', (t) => [{ ...t, gamma: Tensor.full([4], 0.5, { dtype: 'f32' }) }, opts], DTypeError, 'gamma'],
     ['gamma of wrong length', (t) => [{ ...t, gamma: [0.5, 0.5] }, opts], InvalidArgumentError, 'gamma'],
-    ['gamma = 1', (t) => [{ ...t, gamma: [0.5, 1, 0.5, 0.5] }, opts], InvalidArgumentError, 'gamma'],
+    ['gamma > 1', (t) => [{ ...t, gamma: [0.5, 1.01, 0.5, 0.5] }, opts], InvalidArgumentError, 'gamma'],
+    ['gamma = 1 with lambda affine', (t) => [{ ...t, gamma: [0.5, 1, 0.5, 0.5] }, { window: 4, lambda: 'affine' }], InvalidArgumentError, 'gamma'],
     ['gamma = 0', (t) => [{ ...t, gamma: [0, 0.5, 0.5, 0.5] }, opts], InvalidArgumentError, 'gamma'],
     ['gamma NaN', (t) => [{ ...t, gamma: [NaN, 0.5, 0.5, 0.5] }, opts], InvalidArgumentError, 'gamma'],
     ['keep not 0/1', (t) => [{ ...t, keep: [1, 1, 0.5, 1, 1, 1, 1, 1] }, opts], InvalidArgumentError, 'keep'],
@@ -69,6 +70,13 @@ describe('hybridAttention argument validation', () => {
       expect(liveTensors('cpu').tensors, 'nothing allocated by a rejected call').toBe(before.tensors);
       disposeAll([t, inputs]);
     });
+
+  it('gamma = 1 is accepted with lambda one (inference-time hybridisation)', async () => {
+    const t = good();
+    const out = hybridAttention({ ...t, gamma: [1, 1, 1, 1] }, opts);
+    expect((await out.y.toArray()).every(Number.isFinite)).toBe(true);
+    disposeAll([t, out]);
+  });
 
   it('a disposed input', () => {
     const t = good();
