@@ -71,3 +71,5 @@ export { constantLr, cosineLr, ReduceLrOnPlateau } from './model/lr-schedule.js'
 export type { LrSchedule } from './model/lr-schedule.js';
 export { randomLlamaModel, tinyLlamaConfig } from './model/random-init.js';
 export { repeatKv, repeatKvBackward, sigmoid, sigmoidBackward } from './ops/repeat-kv.js';
+export * from './data/index.js';
+export * from './eval/index.js';

@@ -57,7 +57,8 @@ static Out reference(const Problem& P) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / (H / P.Hkv);
       const double gam = P.gamma[h];
-      const double geff = gam * (P.keep.empty() ? 1.0 : P.keep[b * H + h]);
+      const double kp = P.keep.empty() ? 1.0 : P.keep[b * H + h];
+      const double geff = (P.mode == HybridMode::Swa || P.mode == HybridMode::Sinks) ? kp : gam * kp;  // gamma cancels there
       const double lam = P.lam == LambdaKind::One ? 1.0 : 1.0 - gam;
       for (int64_t n = 0; n < T; ++n) {
         const double* qn = &P.q[((b * H + h) * T + n) * d];
@@ -77,7 +78,7 @@ static Out reference(const Problem& P) {
             case HybridMode::Sinks: a = i <= std::min(P.sinks - 1, n); break;
             case HybridMode::None: break;
           }
-          if (a) A.push_back(i);
+          if (a && geff != 0) A.push_back(i);  // keep = 0: the softmax branch is off
           if (l) L.push_back(i);
         }
         std::vector<double> num(dv, 0.0);

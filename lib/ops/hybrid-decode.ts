@@ -56,12 +56,15 @@ export class HybridDecodeState {
   /** Bytes of one sequence's state. */
   readonly bytesPerSequence: number;
   private readonly storage: Tensor;
+  /** Whether each sequence holds a state (prefilled or restored): a step needs all of them. */
+  private readonly ready: boolean[];
 
   private constructor(config: Required<DecodeConfig>, batch: number, bytes: number, storage: Tensor) {
     this.config = config;
     this.batch = batch;
     this.bytesPerSequence = bytes;
     this.storage = storage;
+    this.ready = new Array<boolean>(batch).fill(false);
   }
 
   /** Allocates the states of `batch` sequences (empty until prefill). */
@@ -166,8 +169,41 @@ export class HybridDecodeState {
     const owned: Tensor[] = [];
     const args = { ...this.args(tokens, options, [this.batch, T0], owned), seqlen: T0 };
     const out = callNative(() => native.decodePrefill(args)) as Record<'y' | 'c' | 'denSwa' | 'denLa', never>;
+    this.ready.fill(true);
     const c = this.config;
     return this.wrap(out, [this.batch, c.heads, T0, c.valueDim], [this.batch, c.heads, T0], owned);
+  }
+
+  /**
+   * Builds the states from T0 >= 0 tokens without computing their outputs (only k, v, fk, in the
+   * parallel form's layout [B, heads, T0, *]): the same state as prefill, built in parallel on
+   * CUDA (S = sum fk v^T as a reduction over tokens) instead of token by token.
+   */
+  prefillState(tokens: Pick<DecodeTokens, 'k' | 'v' | 'fk'>): void {
+    if (this.storage.disposed) throw new DisposedError('the decode state was disposed', 'state');
+    const c = this.config;
+    const k = expectTensor(tokens.k, 'k', { dtype: c.dtype, device: c.device, rank: 4 });
+    const T0 = k.shape[2]!;
+    const get = (name: 'k' | 'v' | 'fk', heads: number, dim: number) => {
+      const t = expectTensor(tokens[name], name, { dtype: c.dtype, device: c.device });
+      expectShape(t, name, [this.batch, heads, T0, dim]);
+      return t.handle;
+    };
+    const args = {
+      ...HybridDecodeState.nativeConfig(c),
+      batch: this.batch,
+      mode: 0,
+      lambda: 0,
+      scale: resolveScale(undefined, c.headDim),
+      state: this.storage.handle,
+      k: get('k', c.kvHeads, c.headDim),
+      v: get('v', c.kvHeads, c.valueDim),
+      fk: get('fk', c.heads, c.featureDim),
+      seqlen: T0,
+      outputs: false,
+    };
+    callNative(() => native.decodePrefill(args));
+    this.ready.fill(true);
   }
 
   /**
@@ -181,6 +217,9 @@ export class HybridDecodeState {
       if (!Array.isArray(options.cuSeqlens) || options.cuSeqlens.length !== this.batch + 1)
         throw new InvalidArgumentError(`cuSeqlens needs ${this.batch + 1} entries`, 'cuSeqlens');
     } else expectInteger(options.tokensPerSeq ?? 1, 'tokensPerSeq', 1);
+    const missing = this.ready.indexOf(false);
+    if (missing >= 0 && !this.storage.disposed)
+      throw new InvalidArgumentError(`sequence ${missing} has no state: prefill or restore it before stepping`, 'state');
     const owned: Tensor[] = [];
     const args = {
       ...this.args(tokens, options, [N], owned),
@@ -213,6 +252,7 @@ export class HybridDecodeState {
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array', 'data');
     if (this.storage.disposed) throw new DisposedError('the decode state was disposed', 'state');
     callNative(() => native.decodeWriteState({ ...HybridDecodeState.nativeConfig(this.config), state: this.storage.handle, slot: sequence, data }));
+    this.ready[sequence] = true;
   }
 
   dispose(): void {

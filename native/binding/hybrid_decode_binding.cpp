@@ -11,6 +11,26 @@ namespace ha::binding {
 
 namespace {
 
+// Layout of a state: the CPU's for f64 / f32, the CUDA one for bf16 / f16 (f32 is identical in both).
+HybridDecodeStateLayout state_layout(const HybridDecodeConfig& c) {
+  if (c.dtype == DType::BF16 || c.dtype == DType::F16) {
+#ifdef HA_WITH_CUDA
+    return hybrid_decode_state_layout_cuda(c);
+#else
+    throw Error(ErrorCode::Device, std::string(dtype_name(c.dtype)) + " decode states need the CUDA build", "dtype");
+#endif
+  }
+  return hybrid_decode_state_layout(c);
+}
+
+// Position in a host copy of a state (validates its header against the config).
+int64_t host_state_position(const HybridDecodeConfig& c, const void* host) {
+#ifdef HA_WITH_CUDA
+  if (c.dtype == DType::BF16 || c.dtype == DType::F16) return hybrid_decode_state_position_cuda(c, host);
+#endif
+  return hybrid_decode_state_position(c, host);
+}
+
 HybridDecodeConfig read_config(const Napi::Object& a) {
   HybridDecodeConfig c;
   c.dtype = dtype_prop(a);
@@ -25,14 +45,14 @@ HybridDecodeConfig read_config(const Napi::Object& a) {
   if (geometry < 0 || geometry > 1) throw Error(ErrorCode::InvalidArgument, "unknown geometry", "geometry");
   c.geometry = static_cast<WindowGeometry>(geometry);
   if (c.window < 1) throw Error(ErrorCode::InvalidArgument, "window must be >= 1", "window");
-  hybrid_decode_state_layout(c);  // validates the rest (throws invalid_argument)
+  state_layout(c);  // validates the rest (throws invalid_argument)
   return c;
 }
 
 Napi::Value StateBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   HA_BINDING_TRY
-  return Napi::Number::New(env, static_cast<double>(hybrid_decode_state_bytes(read_config(info[0].As<Napi::Object>()))));
+  return Napi::Number::New(env, static_cast<double>(state_layout(read_config(info[0].As<Napi::Object>())).bytes));
   HA_BINDING_CATCH(env)
 }
 
@@ -40,10 +60,7 @@ Napi::Value StateBytes(const Napi::CallbackInfo& info) {
 void read_common(OpCall& call, HybridDecodeParams& p, int64_t tokens, bool outputs) {
   const Napi::Object& a = call.args();
   p.config = read_config(a);
-  if (call.device() != Device::CPU)
-    throw Error(ErrorCode::NotImplemented, "recurrent decode has no CUDA kernel yet: run it on the cpu", "device");
-  if (p.config.dtype != DType::F64 && p.config.dtype != DType::F32)
-    throw Error(ErrorCode::InvalidArgument, "the CPU backend computes in f64 or f32", "dtype");
+  require_backend_dtype(call.device(), p.config.dtype, "dtype");
   p.batch = int_prop(a, "batch");
   int64_t mode = int_prop(a, "mode"), lambda = int_prop(a, "lambda");
   if (mode < 0 || mode > 6) throw Error(ErrorCode::InvalidArgument, "unknown mode", "mode");
@@ -53,7 +70,7 @@ void read_common(OpCall& call, HybridDecodeParams& p, int64_t tokens, bool outpu
   p.scale = number_prop(a, "scale");
   const HybridDecodeConfig& c = p.config;
   DType acc = accum_dtype(c.dtype);
-  int64_t bytes = hybrid_decode_state_bytes(c);
+  int64_t bytes = state_layout(c).bytes;
   StoragePtr state = tensor_prop(a, "state");
   if (state->bytes() != p.batch * bytes)
     throw Error(ErrorCode::InvalidArgument, "state holds " + std::to_string(state->bytes()) + " bytes, expected " + std::to_string(p.batch * bytes), "state");
@@ -83,7 +100,8 @@ Napi::Value Prefill(const Napi::CallbackInfo& info) {
   if (p.seqlen < 0) throw Error(ErrorCode::InvalidArgument, "seqlen must be >= 0", "seqlen");
   int64_t batch = int_prop(call.args(), "batch");
   read_common(call, p, batch * p.seqlen, bool_prop(call.args(), "outputs", true));
-  call.submit([p] { hybrid_decode_prefill_cpu(p); });
+  Device device = call.device();
+  call.submit([p, device] { HA_DISPATCH(device, p, hybrid_decode_prefill_cpu, hybrid_decode_prefill_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -115,9 +133,10 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     tokens = batch * p.tokens_per_seq;
   }
   read_common(call, p, tokens, true);
-  call.submit([p, cu]() mutable {
-    if (!cu->empty()) p.cu_seqlens = cu->data();
-    hybrid_decode_step_cpu(p);
+  Device device = call.device();
+  call.submit([p, cu, device]() mutable {
+    if (!cu->empty()) p.cu_seqlens = cu->data();  // a host array on both backends
+    HA_DISPATCH(device, p, hybrid_decode_step_cpu, hybrid_decode_step_cuda);
   });
   return call.result(env);
   HA_BINDING_CATCH(env)
@@ -130,7 +149,7 @@ Napi::Value WriteState(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   Napi::Object a = info[0].As<Napi::Object>();
   HybridDecodeConfig c = read_config(a);
-  int64_t bytes = hybrid_decode_state_bytes(c);
+  int64_t bytes = state_layout(c).bytes;
   StoragePtr state = tensor_prop(a, "state");
   int64_t slot = int_prop(a, "slot");
   if (slot < 0 || (slot + 1) * bytes > state->bytes()) throw Error(ErrorCode::InvalidArgument, "slot out of range", "slot");
@@ -143,13 +162,15 @@ Napi::Value WriteState(const Napi::CallbackInfo& info) {
   auto copy = std::make_shared<std::vector<uint8_t>>(src, src + bytes);
   // 8-byte aligned copy for the header check
   try {
-    hybrid_decode_state_position(c, copy->data());
+    host_state_position(c, copy->data());
   } catch (const std::invalid_argument& e) {
     throw Error(ErrorCode::InvalidArgument, std::string("saved state does not match: ") + e.what(), "data");
   }
-  if (state->device() != Device::CPU) throw Error(ErrorCode::NotImplemented, "decode states live on the cpu for now", "state");
-  submit(Device::CPU, {state}, {}, [state, copy, slot, bytes] {
-    std::memcpy(static_cast<uint8_t*>(state->data()) + slot * bytes, copy->data(), bytes);
+  const Device device = state->device();
+  submit(device, {state}, {}, [state, copy, slot, bytes, device] {
+    uint8_t* dst = static_cast<uint8_t*>(state->data()) + slot * bytes;
+    if (device == Device::CPU) std::memcpy(dst, copy->data(), bytes);
+    else cuda_copy_to_device(dst, copy->data(), bytes);  // stream-ordered, waits for the source
   });
   return env.Undefined();
   HA_BINDING_CATCH(env)

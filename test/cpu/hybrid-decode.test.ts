@@ -148,3 +148,20 @@ describe('decode state handling', () => {
     disposeAll([a, b, other, pre, zeros]);
   });
 });
+
+describe('decode statistics equal the parallel form', () => {
+  it('c, denSwa and denLa of prefill(T) match hybridAttention for every mode, with a keep mask', async () => {
+    const h = randomHybrid({ B, H, Hkv, T, d, dv, F, seed: 81, withKeep: true });
+    for (const geometry of ['sliding', 'terraced'] as WindowGeometry[])
+      for (const mode of HYBRID_MODES as readonly HybridMode[]) {
+        const t = (n: 'q' | 'k' | 'v' | 'fq' | 'fk') => Tensor.fromArray(h[n], h.shapes[n], { dtype: 'f64' });
+        const inputs = { q: t('q'), k: t('k'), v: t('v'), fq: t('fq'), fk: t('fk') };
+        const par = hybridAttention({ ...inputs, gamma: h.gamma, keep: h.keep! }, { window: 4, geometry, mode, sinks: 3 });
+        const state = HybridDecodeState.create({ heads: H, kvHeads: Hkv, headDim: d, valueDim: dv, featureDim: F, window: 4, sinks: 3, geometry, dtype: 'f64' }, B);
+        const dec = state.prefill({ ...inputs, gamma: h.gamma, keep: h.keep! }, { mode });
+        for (const name of ['c', 'denSwa', 'denLa'] as const)
+          expect(relErr(await dec.stats[name].toArray(), await par.stats[name].toArray(), 1e-3), `${geometry} ${mode} ${name}`).toBeLessThan(1e-10);
+        disposeAll([inputs, par, dec, state]);
+      }
+  });
+});

@@ -8,7 +8,8 @@
 //
 // ---------------------------------------------------------------------------------------------
 // Semantics (one q head h of sequence b, token at 0-based position n):
-//   gamma_eff = gamma[h] * keep[b, h]   (keep null: 1)      lambda = 1 or 1 - gamma[h] (Affine)
+//   gamma_eff = gamma[h] * keep[b, h]   (keep null: 1; modes swa and sinks: keep[b, h] alone,
+//                                        as in the parallel form)  lambda = 1 or 1 - gamma[h] (Affine)
 //   soft set  A(n): Win(n) for hybrid / swa / overlap, {i <= min(sinks-1, n)} for sinks, else {}
 //   LA set    L(n): Lin(n) for hybrid / la, {j <= n} for la-full / overlap, else {}
 //   c   = max_{A} s_ni (0 when A is empty)     s_ni = scale * q_n . k_i
@@ -137,5 +138,30 @@ struct HybridDecodeStepParams : HybridDecodeParams {
 void hybrid_decode_prefill_cpu(const HybridDecodePrefillParams& p);
 // Appends n_b >= 1 tokens to each of the B states (ragged positions), writing y and statistics.
 void hybrid_decode_step_cpu(const HybridDecodeStepParams& p);
+
+#ifdef HA_WITH_CUDA
+// ---------------------------------------------------------------------------------------------
+// CUDA decode (hybrid_decode.cu). Element dtypes f32, bf16, f16; S, z, gamma, keep and the
+// statistics are fp32. The state layout is the one above, byte for byte (a state moves between
+// the CPU and the GPU as bytes; only f32 states can continue on the CPU). `state` and the token
+// tensors are device pointers; `slots` and `cu_seqlens` are HOST arrays (as on the CPU), copied
+// to the device once per call into a stream-ordered buffer: with both null a single-token step is
+// exactly one kernel launch, no host synchronisation, capturable in a CUDA graph. Header word 12
+// is used as a completion counter inside a call and is 0 again when the call ends.
+// A state whose header does not match the config (e.g. never prefilled) cannot be detected on
+// the host without a synchronisation: the kernel leaves it untouched and writes NaN to y and to
+// the statistics of its rows.
+// Layout for f32 / bf16 / f16 (the CPU's hybrid_decode_state_layout takes f64 / f32 only);
+// throws std::invalid_argument on an invalid config.
+HybridDecodeStateLayout hybrid_decode_state_layout_cuda(const HybridDecodeConfig& cfg);
+// Position stored in a HOST copy of a state's header, validated against cfg (dtypes f32, bf16,
+// f16); throws std::invalid_argument on a mismatch.
+int64_t hybrid_decode_state_position_cuda(const HybridDecodeConfig& cfg, const void* host_state);
+// Prefill: with y, c, den_swa and den_la all null the state is built in parallel (S = FK^T V over
+// Lin(T0) as a reduction over tokens, the ring copied); otherwise the T0 tokens are appended in
+// order by the step kernel, writing their outputs. `stream` is a cudaStream_t.
+void hybrid_decode_prefill_cuda(const HybridDecodePrefillParams& p, void* stream);
+void hybrid_decode_step_cuda(const HybridDecodeStepParams& p, void* stream);
+#endif
 
 }  // namespace ha

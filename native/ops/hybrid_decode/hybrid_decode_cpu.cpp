@@ -159,7 +159,10 @@ void run_group(const Job<T>& J, int64_t b, int64_t g, int64_t pos0) {
         T c_out = 0, dswa_out = 0, dla_out = 0;
         if (mode != HybridMode::None) {
           const T gam = J.gamma[h];
-          const T g_eff = J.keep ? gam * J.keep[b * H + h] : gam;
+          // swa and sinks are plain softmaxes (gamma cancels; the parallel form reports their
+          // den_swa without it); keep = 0 switches the softmax branch off in every mode
+          const T kp = J.keep ? J.keep[b * H + h] : T(1);
+          const T g_eff = (mode == HybridMode::Swa || mode == HybridMode::Sinks) ? kp : gam * kp;
           const T lam = J.lambda_kind == LambdaKind::Affine ? T(1) - gam : T(1);
           const T* qn = J.q + r * d;
           const T* fqn = F > 0 ? J.fq + r * F : nullptr;
@@ -167,7 +170,7 @@ void run_group(const Job<T>& J, int64_t b, int64_t g, int64_t pos0) {
           std::fill(la_num.begin(), la_num.end(), T(0));
           T sum_e = 0, la_den = 0;
           // softmax branch
-          if (soft_win || soft_sinks) {
+          if ((soft_win || soft_sinks) && g_eff != 0) {  // keep = 0: softmax branch off (c = 0, den_swa = 0)
             const int64_t cnt = soft_win ? n - lo + 1 : std::min<int64_t>(NS, n + 1);
             if (cnt > 0) {
               T mx = -INFINITY;

@@ -1,0 +1,822 @@
+// CUDA recurrent decode of hybrid attention: see hybrid_decode.h for the semantics, the state
+// layout (shared byte for byte with the CPU) and the tensor layouts.
+//
+// Step kernel: one block per (sequence b, q head h), appending the sequence's n_b new tokens in
+// order, exactly like the CPU's run_group does per token:
+//   1. softmax branch: scores of the window (or sink) keys, max, exp, sum, weighted sum of v;
+//   2. linear-attention branch: den = fq.z, num = fq^T S, fused with the fold of the tokens that
+//      leave the window (S += fk_j v_j^T, z += fk_j) in ONE pass over S (read once, written once,
+//      float4 accesses coalesced along dv); la-full / overlap add the window's fq.fk_i v_i;
+//   3. y = (gamma_eff num_soft + lambda num_la) / den, statistics;
+//   4. the token's feature key enters the head's fk ring.
+// Keys/values of positions >= pos0 (this call's tokens) are read from the input tensors, older
+// ones from the ring, which the blocks only READ: the ring slots a call overwrites never hold a
+// token that the call still needs (a slot is reused after C positions, every read is within the
+// last C positions), but the q heads of a GQA group share a kv ring, so the new keys/values are
+// written by the last block of the sequence to finish (an atomic counter in header word 12,
+// reset to 0 by that block), which also writes the sinks and the new position. S, z and the fk
+// ring of head h are owned by block (b, h) and updated in place. One launch per step.
+//
+// Prefill: with outputs, the state is reset and the step kernel appends the T0 tokens (reading
+// the prefill layout [B, H, T0, *]); without outputs, S and z are built in parallel as
+// sum_{j in Lin(T0)} fk_j v_j^T (a reduction over tokens, blocks over (b, h, rows of F)), and the
+// ring and sinks are copied.
+#ifndef HA_WITH_CUDA
+#define HA_WITH_CUDA 1
+#endif
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/hybrid_decode/hybrid_decode.h"
+
+namespace ha {
+namespace decode_cuda {
+
+using ll = long long;
+
+constexpr int kNT = 256;  // threads per block
+constexpr int kKF = 8;    // fold tokens per pass over S (terraced folds w tokens at a block edge)
+constexpr int kU = 8;     // rows of S loaded per thread before use (memory-level parallelism)
+
+[[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("hybrid_decode_cuda: " + m); }
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("hybrid_decode_cuda (") + what + "): " + cudaGetErrorString(e));
+}
+
+// Kernel parameters (POD, by value).
+struct DP {
+  int B, H, Hkv, hpg, d, dv, F, w, C, NS;
+  int mode, geom, affine, outputs;
+  float scale;
+  char* state;
+  ll bytes;
+  ll oS, oz, owk, owv, owfk, osk, osv;
+  ll want[9];        // header words 3..11
+  const ll* slots;   // device, may be null
+  int packed;        // 1: step [N, nh, X]; 0: prefill [B, nh, T0, X]
+  ll seqlen;         // prefill T0
+  const ll* cu;      // device, may be null
+  ll per_seq;
+  const void *q, *k, *v, *fq, *fk;
+  const float *gamma, *keep;
+  void* y;
+  float *c, *dsw, *dla;
+};
+
+constexpr int kHybrid = 0, kSwa = 1, kLa = 2, kLaFull = 3, kOverlap = 4, kSinks = 5, kNone = 6;
+
+__device__ __forceinline__ float ldf(const float* p) { return *p; }
+__device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float ldf(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void stf(float* p, float x) { *p = x; }
+__device__ __forceinline__ void stf(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void stf(__half* p, float x) { *p = __float2half_rn(x); }
+
+__device__ __forceinline__ ll row_start(const DP& p, int b) { return p.cu ? p.cu[b] : (ll)b * p.per_seq; }
+__device__ __forceinline__ ll row_count(const DP& p, int b) {
+  return p.packed ? (p.cu ? p.cu[b + 1] - p.cu[b] : p.per_seq) : p.seqlen;
+}
+// Row of (sequence b, head h of nh, new token t) in a token tensor.
+__device__ __forceinline__ ll row_of(const DP& p, int b, int nh, int h, ll t) {
+  return p.packed ? (row_start(p, b) + t) * nh + h : ((ll)b * nh + h) * p.seqlen + t;
+}
+__device__ __forceinline__ char* seq_state(const DP& p, int b) { return p.state + (p.slots ? p.slots[b] : (ll)b) * p.bytes; }
+
+// Start of the window of position n (also the end of Lin(n)).
+__device__ __forceinline__ ll geo_lo(const DP& p, ll n) {
+  ll lo = p.geom == 0 ? n - p.w + 1 : (n / p.w - 1) * p.w;
+  return lo > 0 ? lo : 0;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+// Block-wide reductions (every thread gets the result); `red` holds 32 floats.
+__device__ float block_sum(float x, float* red) {
+  x = warp_sum(x);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[wid] = x;
+  __syncthreads();
+  float r = 0.f;
+  for (int i = 0; i < (int)(blockDim.x >> 5); ++i) r += red[i];
+  return r;
+}
+__device__ float block_max(float x, float* red) {
+  x = warp_max(x);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[wid] = x;
+  __syncthreads();
+  float r = -INFINITY;
+  for (int i = 0; i < (int)(blockDim.x >> 5); ++i) r = fmaxf(r, red[i]);
+  return r;
+}
+
+// Pointers to the key / value of position i of kv head g, and the feature key of position i of q
+// head h: this call's tokens (i >= pos0) from the inputs, older ones from the ring (or sinks).
+template <class T>
+struct Src {
+  const DP& p;
+  char* st;
+  int b, g, h;
+  ll pos0;
+  __device__ const T* key(ll i, bool sink) const {
+    if (i >= pos0) return (const T*)p.k + row_of(p, b, p.Hkv, g, i - pos0) * p.d;
+    if (sink) return (const T*)(st + p.osk) + ((ll)g * p.NS + i) * p.d;
+    return (const T*)(st + p.owk) + ((ll)g * p.C + i % p.C) * p.d;
+  }
+  __device__ const T* val(ll i, bool sink) const {
+    if (i >= pos0) return (const T*)p.v + row_of(p, b, p.Hkv, g, i - pos0) * p.dv;
+    if (sink) return (const T*)(st + p.osv) + ((ll)g * p.NS + i) * p.dv;
+    return (const T*)(st + p.owv) + ((ll)g * p.C + i % p.C) * p.dv;
+  }
+  __device__ const T* fkey(ll i) const {
+    if (i >= pos0) return (const T*)p.fk + row_of(p, b, p.H, h, i - pos0) * p.F;
+    return (const T*)(st + p.owfk) + ((ll)h * p.C + i % p.C) * p.F;
+  }
+};
+
+// out[a] = scale * dot(x (smem, n floats), src(first + a)) for a < cnt; one warp per key.
+template <class T, class Get>
+__device__ void dots(const float* x, int n, int cnt, float scale, Get get, float* out) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int a = wid; a < cnt; a += nw) {
+    const T* row = get(a);
+    float s = 0.f;
+    for (int e = lane; e < n; e += 32) s += x[e] * ldf(row + e);
+    s = warp_sum(s);
+    if (lane == 0) out[a] = scale * s;
+  }
+}
+
+// out[j] += sum_{a < cnt} wts[a] * row(a)[j], j < dv. part: KG * dv floats of scratch.
+template <class T, class Get>
+__device__ void weighted_rows(const float* wts, int cnt, int dv, Get get, float* part, float* out) {
+  const int KG = max(1, (int)blockDim.x / dv);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < KG * dv; idx += blockDim.x) {
+    const int gi = idx / dv, j = idx - gi * dv;
+    float s = 0.f;
+    for (int a = gi; a < cnt; a += KG) s += wts[a] * ldf(get(a) + j);
+    part[gi * dv + j] = s;
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < dv; j += blockDim.x) {
+    float s = out[j];
+    for (int gi = 0; gi < KG; ++gi) s += part[gi * dv + j];
+    out[j] = s;
+  }
+  __syncthreads();
+}
+
+__host__ __device__ inline int r4(int x) { return (x + 3) & ~3; }
+
+// Shared memory plan (floats), identical on the host and the device.
+struct Smem {
+  int q, fq, sw, sa, acc, lan, part, sfk, sv, red, total;
+  __host__ __device__ Smem(int d, int dv, int F, int C, int NS) {
+    const int CW = max(C, NS) + 1;
+    const int nq = dv % 4 == 0 ? dv / 4 : dv;
+    const int RG = max(1, kNT / min(nq, kNT));
+    const int KG = max(1, kNT / dv);
+    const int NP = max(RG, KG);
+    int o = 0;
+    q = o; o += r4(d);
+    fq = o; o += r4(F);
+    sw = o; o += r4(CW);
+    sa = o; o += r4(C + 1);
+    acc = o; o += r4(dv);
+    lan = o; o += r4(dv);
+    part = o; o += NP * r4(dv);
+    sfk = o; o += kKF * r4(F);
+    sv = o; o += kKF * r4(dv);
+    red = o; o += 32;
+    total = o;
+  }
+};
+
+// One pass over S of head h (F x dv fp32, row-major): lan[j] += sum_f fq[f] S_old[f, j] when
+// do_la; S[f, j] += sum_{k < nfold} sfk[k][f] sv[k][j]. V = 4: float4 along dv (dv % 4 == 0).
+template <int V>
+__device__ void s_pass(float* S, int F, int dv, const float* fq, bool do_la, const float* sfk, int ldfk,
+                       const float* sv, int ldv, int nfold, float* part, float* lan) {
+  const int nq = dv / V;
+  const int CQ = min(nq, (int)blockDim.x);
+  const int RG = blockDim.x / CQ;
+  const int tid = threadIdx.x;
+  const int rg = tid / CQ, cs = tid - rg * CQ;
+  const bool active = rg < RG;
+  if (do_la) __syncthreads();
+  if (active)
+    for (int cq = cs; cq < nq; cq += CQ) {
+      float la[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) la[e] = 0.f;
+      for (int f0 = rg; f0 < F; f0 += RG * kU) {
+        float x[kU][V];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int f = f0 + u * RG;
+          if (f < F) {
+            if constexpr (V == 4) {
+              const float4 t = *reinterpret_cast<const float4*>(S + (ll)f * dv + cq * 4);
+              x[u][0] = t.x; x[u][1] = t.y; x[u][2] = t.z; x[u][3] = t.w;
+            } else {
+              x[u][0] = S[(ll)f * dv + cq];
+            }
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int f = f0 + u * RG;
+          if (f < F) {
+            if (do_la) {
+              const float a = fq[f];
+#pragma unroll
+              for (int e = 0; e < V; ++e) la[e] += a * x[u][e];
+            }
+            if (nfold > 0) {
+              for (int kf = 0; kf < nfold; ++kf) {
+                const float a = sfk[kf * ldfk + f];
+                const float* vv = sv + kf * ldv + cq * V;
+#pragma unroll
+                for (int e = 0; e < V; ++e) x[u][e] += a * vv[e];
+              }
+              if constexpr (V == 4) {
+                *reinterpret_cast<float4*>(S + (ll)f * dv + cq * 4) = make_float4(x[u][0], x[u][1], x[u][2], x[u][3]);
+              } else {
+                S[(ll)f * dv + cq] = x[u][0];
+              }
+            }
+          }
+        }
+      }
+      if (do_la) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) part[rg * dv + cq * V + e] = la[e];
+      }
+    }
+  if (do_la) {
+    __syncthreads();
+    for (int j = tid; j < dv; j += blockDim.x) {
+      float s = lan[j];
+      for (int r = 0; r < RG; ++r) s += part[r * dv + j];
+      lan[j] = s;
+    }
+  }
+  __syncthreads();
+}
+
+template <class T, int V>
+__global__ void __launch_bounds__(kNT) step_kernel(DP p) {
+  extern __shared__ float4 smem4[];
+  float* sm = reinterpret_cast<float*>(smem4);
+  const Smem L(p.d, p.dv, p.F, p.C, p.NS);
+  float *sq = sm + L.q, *sfq = sm + L.fq, *sw = sm + L.sw, *sa = sm + L.sa, *sacc = sm + L.acc, *slan = sm + L.lan;
+  float *part = sm + L.part, *sfk = sm + L.sfk, *sv = sm + L.sv, *red = sm + L.red;
+  __shared__ int s_bad, s_last;
+  __shared__ ll s_pos;
+
+  const int tid = threadIdx.x;
+  const int b = blockIdx.x / p.H, h = blockIdx.x - b * p.H, g = h / p.hpg;
+  const int d = p.d, dv = p.dv, F = p.F, C = p.C, NS = p.NS;
+  char* st = seq_state(p, b);
+  ll* hdr = reinterpret_cast<ll*>(st);
+  if (tid == 0) {
+    int bad = hdr[0] != kHybridDecodeMagic || hdr[1] != kHybridDecodeVersion || hdr[2] < 0;
+    for (int i = 0; i < 9; ++i) bad |= hdr[3 + i] != p.want[i];
+    s_bad = bad;
+    s_pos = hdr[2];
+  }
+  __syncthreads();
+  const ll nt = row_count(p, b);
+  if (s_bad) {  // not a state of this config: leave it alone, poison this block's outputs
+    if (p.outputs)
+      for (ll t = 0; t < nt; ++t) {
+        const ll r = row_of(p, b, p.H, h, t);
+        if (p.y) for (int j = tid; j < dv; j += blockDim.x) stf((T*)p.y + r * dv + j, NAN);
+        if (tid == 0) {
+          if (p.c) p.c[r] = NAN;
+          if (p.dsw) p.dsw[r] = NAN;
+          if (p.dla) p.dla[r] = NAN;
+        }
+      }
+    return;
+  }
+  const ll pos0 = s_pos;
+  const Src<T> src{p, st, b, g, h, pos0};
+  float* S = reinterpret_cast<float*>(st + p.oS) + (ll)h * F * dv;
+  float* z = reinterpret_cast<float*>(st + p.oz) + (ll)h * F;
+  T* wfk = reinterpret_cast<T*>(st + p.owfk) + (ll)h * C * F;
+
+  const int mode = p.mode;
+  const bool soft_win = mode == kHybrid || mode == kSwa || mode == kOverlap;
+  const bool soft_sinks = mode == kSinks;
+  const bool la_lin = mode == kHybrid || mode == kLa;
+  const bool la_full = mode == kLaFull || mode == kOverlap;
+  const bool outputs = p.outputs != 0;
+  const bool do_la = outputs && (la_lin || la_full) && F > 0;
+
+  float gam = 0.f, g_eff = 0.f, lam = 1.f;
+  if (outputs && mode != kNone) {
+    gam = p.gamma[h];
+    // as the parallel form: swa and sinks drop gamma (it cancels), keep = 0 switches softmax off
+    const float kp = p.keep ? p.keep[(ll)b * p.H + h] : 1.f;
+    g_eff = (mode == kSwa || mode == kSinks) ? kp : gam * kp;
+    lam = p.affine ? 1.f - gam : 1.f;
+  }
+
+  for (ll t = 0; t < nt; ++t) {
+    const ll n = pos0 + t;
+    const ll r = row_of(p, b, p.H, h, t);
+    const ll lo = geo_lo(p, n);
+    float c_out = 0.f, sum_e = 0.f, la_den = 0.f;
+    if (outputs && mode != kNone) {
+      for (int e = tid; e < d; e += blockDim.x) sq[e] = ldf((const T*)p.q + r * d + e);
+      for (int e = tid; e < F; e += blockDim.x) sfq[e] = ldf((const T*)p.fq + r * F + e);
+      for (int j = tid; j < dv; j += blockDim.x) { sacc[j] = 0.f; slan[j] = 0.f; }
+      __syncthreads();
+      // 1. softmax branch
+      if ((soft_win || soft_sinks) && g_eff != 0.f) {  // keep = 0: softmax branch off (c = 0, den_swa = 0)
+        const ll cnt_l = soft_win ? n - lo + 1 : min((ll)NS, n + 1);
+        const int cnt = (int)cnt_l;
+        const ll first = soft_win ? lo : 0;
+        if (cnt > 0) {
+          dots<T>(sq, d, cnt, p.scale, [&](int a) { return src.key(first + a, soft_sinks); }, sw);
+          __syncthreads();
+          float mx = -INFINITY;
+          for (int a = tid; a < cnt; a += blockDim.x) mx = fmaxf(mx, sw[a]);
+          mx = block_max(mx, red);
+          float se = 0.f;
+          for (int a = tid; a < cnt; a += blockDim.x) {
+            const float e = expf(sw[a] - mx);
+            sw[a] = e;
+            se += e;
+          }
+          sum_e = block_sum(se, red);
+          c_out = mx;
+          weighted_rows<T>(sw, cnt, dv, [&](int a) { return src.val(first + a, soft_sinks); }, part, sacc);
+        }
+      }
+      // 2a. linear attention: den from z (S is read in the fused pass below)
+      if (do_la) {
+        float x = 0.f;
+        for (int f = tid; f < F; f += blockDim.x) x += sfq[f] * z[f];
+        la_den = block_sum(x, red);
+        if (la_full) {  // the window's tokens, with fk from the ring
+          const int cnt = (int)(n - lo + 1);
+          dots<T>(sfq, F, cnt, 1.f, [&](int a) { return src.fkey(lo + a); }, sa);
+          __syncthreads();
+          float x2 = 0.f;
+          for (int a = tid; a < cnt; a += blockDim.x) x2 += sa[a];
+          la_den += block_sum(x2, red);
+          weighted_rows<T>(sa, cnt, dv, [&](int a) { return src.val(lo + a, false); }, part, slan);
+        }
+      }
+    }
+    // 2b. tokens of Lin(n + 1) \ Lin(n) fold into (S, z), fused with num_la = fq^T S_old
+    ll j0 = 0, j1 = 0;
+    if (F > 0) {
+      const ll m = n + 1;
+      if (p.geom == 0) {
+        j0 = m - p.w;
+        j1 = j0 >= 0 ? j0 + 1 : j0;
+      } else if (m % p.w == 0 && m >= 2 * (ll)p.w) {
+        j0 = m - 2 * (ll)p.w;
+        j1 = m - p.w;
+      }
+    }
+    bool la_pending = do_la;
+    for (ll jc = j0; jc < j1 || la_pending; jc += kKF) {
+      const int nfold = (int)max((ll)0, min((ll)kKF, j1 - jc));
+      if (nfold == 0 && !la_pending) break;
+      __syncthreads();
+      const int ldfk = r4(F), ldv = r4(dv);
+      for (int idx = tid; idx < nfold * F; idx += blockDim.x) {
+        const int kf = idx / F, f = idx - kf * F;
+        sfk[kf * ldfk + f] = ldf(src.fkey(jc + kf) + f);
+      }
+      for (int idx = tid; idx < nfold * dv; idx += blockDim.x) {
+        const int kf = idx / dv, j = idx - kf * dv;
+        sv[kf * ldv + j] = ldf(src.val(jc + kf, false) + j);
+      }
+      __syncthreads();
+      s_pass<V>(S, F, dv, sfq, la_pending, sfk, ldfk, sv, ldv, nfold, part, slan);
+      for (int f = tid; f < F; f += blockDim.x) {  // z after den read it (s_pass synchronised)
+        float s = z[f];
+        for (int kf = 0; kf < nfold; ++kf) s += sfk[kf * ldfk + f];
+        if (nfold > 0) z[f] = s;
+      }
+      la_pending = false;
+      if (nfold == 0) break;
+    }
+    __syncthreads();
+    // 3. outputs
+    if (outputs) {
+      float dsw = 0.f, dla = 0.f;
+      if (mode != kNone) {
+        dsw = g_eff * sum_e;
+        dla = lam * la_den;
+      }
+      const float den = dsw + dla;
+      if (p.y) {
+        T* yr = (T*)p.y + r * dv;
+        if (mode != kNone && den != 0.f) {
+          const float inv = 1.f / den;
+          for (int j = tid; j < dv; j += blockDim.x) stf(yr + j, (g_eff * sacc[j] + lam * slan[j]) * inv);
+        } else {
+          for (int j = tid; j < dv; j += blockDim.x) stf(yr + j, 0.f);
+        }
+      }
+      if (tid == 0) {
+        if (p.c) p.c[r] = mode == kNone ? 0.f : c_out;
+        if (p.dsw) p.dsw[r] = dsw;
+        if (p.dla) p.dla[r] = dla;
+      }
+    }
+    // 4. the token's feature key enters this head's ring (slot n % C held n - C, never read again)
+    if (F > 0) {
+      const T* src_fk = (const T*)p.fk + row_of(p, b, p.H, h, t) * F;
+      T* dst = wfk + (n % C) * F;
+      for (int f = tid; f < F; f += blockDim.x) dst[f] = src_fk[f];
+    }
+    __syncthreads();
+  }
+
+  // The last block of the sequence writes the shared kv ring, the sinks and the position.
+  if (tid == 0) {
+    __threadfence();
+    const unsigned old = atomicInc(reinterpret_cast<unsigned*>(hdr + 12), (unsigned)(p.H - 1));
+    s_last = old == (unsigned)(p.H - 1);
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const ll t0 = nt > C ? nt - C : 0;
+  for (int gg = 0; gg < p.Hkv; ++gg) {
+    T* wk = reinterpret_cast<T*>(st + p.owk) + (ll)gg * C * d;
+    T* wv = reinterpret_cast<T*>(st + p.owv) + (ll)gg * C * dv;
+    T* sk = reinterpret_cast<T*>(st + p.osk) + (ll)gg * NS * d;
+    T* svv = reinterpret_cast<T*>(st + p.osv) + (ll)gg * NS * dv;
+    for (ll t = 0; t < nt; ++t) {
+      const ll n = pos0 + t;
+      const bool ring = t >= t0, sink = n < NS;
+      if (!ring && !sink) continue;
+      const T* kn = (const T*)p.k + row_of(p, b, p.Hkv, gg, t) * d;
+      const T* vn = (const T*)p.v + row_of(p, b, p.Hkv, gg, t) * dv;
+      for (int e = tid; e < d; e += blockDim.x) {
+        const T x = kn[e];
+        if (ring) wk[(n % C) * d + e] = x;
+        if (sink) sk[n * d + e] = x;
+      }
+      for (int e = tid; e < dv; e += blockDim.x) {
+        const T x = vn[e];
+        if (ring) wv[(n % C) * dv + e] = x;
+        if (sink) svv[n * dv + e] = x;
+      }
+    }
+  }
+  if (tid == 0) hdr[2] = pos0 + nt;
+}
+
+// Prefill without outputs ------------------------------------------------------------------------
+
+// Zeroes the states of the batch and writes their headers with position `pos`.
+__global__ void init_kernel(DP p, ll pos) {
+  char* st = seq_state(p, blockIdx.x);
+  int4* w = reinterpret_cast<int4*>(st);
+  const ll n16 = p.bytes / 16;
+  for (ll i = threadIdx.x; i < n16; i += blockDim.x) w[i] = make_int4(0, 0, 0, 0);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ll* hdr = reinterpret_cast<ll*>(st);
+    hdr[0] = kHybridDecodeMagic;
+    hdr[1] = kHybridDecodeVersion;
+    hdr[2] = pos;
+    for (int i = 0; i < 9; ++i) hdr[3 + i] = p.want[i];
+  }
+}
+
+constexpr int kBI = 16;  // (f, j) items per thread in build_kernel
+constexpr int kBJ = 32;  // tokens per shared-memory chunk
+
+// S[f0 .. f0+FT) = sum_{j < J} fk_j[f] v_j^T, z likewise; block (b*H + h, tile of FT rows).
+template <class T>
+__global__ void __launch_bounds__(kNT) build_kernel(DP p, ll J, int FT) {
+  extern __shared__ float4 smem4[];
+  float* sfk = reinterpret_cast<float*>(smem4);  // [kBJ][FT]
+  float* sv = sfk + kBJ * FT;                     // [kBJ][dv]
+  const int b = blockIdx.x / p.H, h = blockIdx.x - b * p.H, g = h / p.hpg;
+  const int f0 = blockIdx.y * FT, dv = p.dv, F = p.F;
+  const int rows = min(FT, F - f0);
+  char* st = seq_state(p, b);
+  float acc[kBI];
+  int fr[kBI], jc[kBI];
+#pragma unroll
+  for (int k = 0; k < kBI; ++k) {
+    const int idx = threadIdx.x + k * kNT;
+    fr[k] = idx / dv;
+    jc[k] = idx - fr[k] * dv;
+    acc[k] = 0.f;
+  }
+  float zacc = 0.f;
+  const T* fk = (const T*)p.fk + ((ll)b * p.H + h) * p.seqlen * F;
+  const T* v = (const T*)p.v + ((ll)b * p.Hkv + g) * p.seqlen * dv;
+  for (ll j0 = 0; j0 < J; j0 += kBJ) {
+    const int nj = (int)min((ll)kBJ, J - j0);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kBJ * FT; idx += kNT) {
+      const int jj = idx / FT, f = idx - jj * FT;
+      sfk[idx] = (jj < nj && f < rows) ? ldf(fk + (j0 + jj) * F + f0 + f) : 0.f;
+    }
+    for (int idx = threadIdx.x; idx < kBJ * dv; idx += kNT) {
+      const int jj = idx / dv, j = idx - jj * dv;
+      sv[idx] = jj < nj ? ldf(v + (j0 + jj) * dv + j) : 0.f;
+    }
+    __syncthreads();
+    for (int jj = 0; jj < nj; ++jj) {
+#pragma unroll
+      for (int k = 0; k < kBI; ++k)
+        if (fr[k] < rows) acc[k] += sfk[jj * FT + fr[k]] * sv[jj * dv + jc[k]];
+      if ((int)threadIdx.x < rows) zacc += sfk[jj * FT + threadIdx.x];
+    }
+  }
+  float* S = reinterpret_cast<float*>(st + p.oS) + (ll)h * F * dv;
+  float* z = reinterpret_cast<float*>(st + p.oz) + (ll)h * F;
+#pragma unroll
+  for (int k = 0; k < kBI; ++k)
+    if (fr[k] < rows) S[(ll)(f0 + fr[k]) * dv + jc[k]] = acc[k];
+  if ((int)threadIdx.x < rows) z[f0 + threadIdx.x] = zacc;
+}
+
+// Ring and sinks of a prefill of T0 tokens: block (b, kv head) for k / v, (b, Hkv + q head) for fk.
+template <class T>
+__global__ void ring_kernel(DP p, ll T0) {
+  const int b = blockIdx.x, y = blockIdx.y;
+  char* st = seq_state(p, b);
+  const ll first = T0 > p.C ? T0 - p.C : 0;
+  if (y < p.Hkv) {
+    const int g = y;
+    const T* k = (const T*)p.k + ((ll)b * p.Hkv + g) * T0 * p.d;
+    const T* v = (const T*)p.v + ((ll)b * p.Hkv + g) * T0 * p.dv;
+    T* wk = reinterpret_cast<T*>(st + p.owk) + (ll)g * p.C * p.d;
+    T* wv = reinterpret_cast<T*>(st + p.owv) + (ll)g * p.C * p.dv;
+    T* sk = reinterpret_cast<T*>(st + p.osk) + (ll)g * p.NS * p.d;
+    T* sv = reinterpret_cast<T*>(st + p.osv) + (ll)g * p.NS * p.dv;
+    for (ll idx = threadIdx.x; idx < (T0 - first) * p.d; idx += blockDim.x) {
+      const ll n = first + idx / p.d, e = idx % p.d;
+      wk[(n % p.C) * p.d + e] = k[n * p.d + e];
+    }
+    for (ll idx = threadIdx.x; idx < (T0 - first) * p.dv; idx += blockDim.x) {
+      const ll n = first + idx / p.dv, e = idx % p.dv;
+      wv[(n % p.C) * p.dv + e] = v[n * p.dv + e];
+    }
+    const ll ns = min((ll)p.NS, T0);
+    for (ll idx = threadIdx.x; idx < ns * p.d; idx += blockDim.x) sk[idx] = k[idx];
+    for (ll idx = threadIdx.x; idx < ns * p.dv; idx += blockDim.x) sv[idx] = v[idx];
+  } else if (p.F > 0) {
+    const int h = y - p.Hkv;
+    const T* fk = (const T*)p.fk + ((ll)b * p.H + h) * T0 * p.F;
+    T* wfk = reinterpret_cast<T*>(st + p.owfk) + (ll)h * p.C * p.F;
+    for (ll idx = threadIdx.x; idx < (T0 - first) * p.F; idx += blockDim.x) {
+      const ll n = first + idx / p.F, e = idx % p.F;
+      wfk[(n % p.C) * p.F + e] = fk[n * p.F + e];
+    }
+  }
+}
+
+// Host side ----------------------------------------------------------------------------------------
+
+ll align_up(ll x) { return (x + kHybridDecodeAlign - 1) / kHybridDecodeAlign * kHybridDecodeAlign; }
+
+void validate_config(const HybridDecodeConfig& c) {
+  if (c.dtype != DType::F32 && c.dtype != DType::BF16 && c.dtype != DType::F16)
+    fail(std::string("dtype ") + dtype_name(c.dtype) + " not supported on CUDA (f32, bf16, f16)");
+  if (c.heads < 1) fail("heads must be >= 1");
+  if (c.kv_heads < 1) fail("kv_heads must be >= 1");
+  if (c.heads % c.kv_heads != 0) fail("heads must be a multiple of kv_heads");
+  if (c.head_dim < 1) fail("head_dim must be >= 1");
+  if (c.value_dim < 1) fail("value_dim must be >= 1");
+  if (c.feature_dim < 0) fail("feature_dim must be >= 0");
+  if (c.window < 1) fail("window must be >= 1");
+  if (c.sinks < 0) fail("sinks must be >= 0");
+  if (c.geometry != WindowGeometry::Sliding && c.geometry != WindowGeometry::Terraced) fail("unknown window geometry");
+}
+
+// Same algorithm as the CPU's hybrid_decode_state_layout (f32 states are byte-identical).
+HybridDecodeStateLayout layout_of(const HybridDecodeConfig& c) {
+  validate_config(c);
+  const ll E = dtype_size(c.dtype), A = 4;
+  HybridDecodeStateLayout L;
+  L.capacity = c.geometry == WindowGeometry::Terraced ? 2 * c.window : c.window;
+  const ll C = L.capacity;
+  ll off = 0;
+  auto take = [&](ll bytes) { ll o = off; off = align_up(off + bytes); return o; };
+  L.header = take(kHybridDecodeHeaderWords * 8);
+  L.S = take(A * c.heads * c.feature_dim * c.value_dim);
+  L.z = take(A * c.heads * c.feature_dim);
+  L.win_k = take(E * c.kv_heads * C * c.head_dim);
+  L.win_v = take(E * c.kv_heads * C * c.value_dim);
+  L.win_fk = take(E * c.heads * C * c.feature_dim);
+  L.sink_k = take(E * c.kv_heads * c.sinks * c.head_dim);
+  L.sink_v = take(E * c.kv_heads * c.sinks * c.value_dim);
+  L.bytes = off;
+  return L;
+}
+
+DP make_dp(const HybridDecodeParams& p, const HybridDecodeStateLayout& L) {
+  const HybridDecodeConfig& c = p.config;
+  if (c.heads > (1 << 20) || c.head_dim > (1 << 20) || c.value_dim > (1 << 20) || c.feature_dim > (1 << 20) ||
+      L.capacity > (1 << 24) || c.sinks > (1 << 24))
+    fail("sizes too large");
+  DP k{};
+  k.B = (int)p.batch; k.H = (int)c.heads; k.Hkv = (int)c.kv_heads; k.hpg = k.H / k.Hkv;
+  k.d = (int)c.head_dim; k.dv = (int)c.value_dim; k.F = (int)c.feature_dim;
+  k.w = (int)std::min<int64_t>(c.window, 1 << 24); k.C = (int)L.capacity; k.NS = (int)c.sinks;
+  k.mode = (int)p.mode; k.geom = (int)c.geometry; k.affine = p.lambda_kind == LambdaKind::Affine;
+  k.scale = (float)(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt((double)c.head_dim));
+  k.state = (char*)p.state; k.bytes = L.bytes;
+  k.oS = L.S; k.oz = L.z; k.owk = L.win_k; k.owv = L.win_v; k.owfk = L.win_fk; k.osk = L.sink_k; k.osv = L.sink_v;
+  const ll want[9] = {(ll)c.dtype, c.heads, c.kv_heads, c.head_dim, c.value_dim, c.feature_dim, c.window, (ll)c.geometry, c.sinks};
+  for (int i = 0; i < 9; ++i) k.want[i] = want[i];
+  k.q = p.q; k.k = p.k; k.v = p.v; k.fq = p.fq; k.fk = p.fk;
+  k.gamma = (const float*)p.gamma; k.keep = (const float*)p.keep;
+  k.y = p.y; k.c = (float*)p.c; k.dsw = (float*)p.den_swa; k.dla = (float*)p.den_la;
+  k.outputs = (p.y || p.c || p.den_swa || p.den_la) ? 1 : 0;
+  return k;
+}
+
+HybridDecodeStateLayout validate_common(const HybridDecodeParams& p, bool have_tokens) {
+  HybridDecodeStateLayout L = layout_of(p.config);
+  if ((int)p.mode < 0 || (int)p.mode > 6) fail("unknown mode");
+  if (p.lambda_kind != LambdaKind::One && p.lambda_kind != LambdaKind::Affine) fail("unknown lambda kind");
+  if (p.batch < 0) fail("batch must be >= 0");
+  if (p.batch > (1 << 24)) fail("batch too large");
+  if (!std::isfinite(p.scale)) fail("scale must be finite");
+  if (p.batch == 0) return L;
+  if (!p.state) fail("state is null");
+  if (p.slots) {
+    std::vector<int64_t> s(p.slots, p.slots + p.batch);
+    std::sort(s.begin(), s.end());
+    if (s[0] < 0) fail("slots must be >= 0");
+    if (std::adjacent_find(s.begin(), s.end()) != s.end()) fail("slots must be distinct");
+  }
+  if (have_tokens) {
+    if (!p.k || !p.v) fail("k and v are required");
+    if (p.config.feature_dim > 0 && !p.fk) fail("fk is required (feature_dim > 0)");
+    if (p.y || p.c || p.den_swa || p.den_la) {
+      if (!p.q) fail("q is required for outputs");
+      if (!p.gamma) fail("gamma is required for outputs");
+      if (p.config.feature_dim > 0 && !p.fq) fail("fq is required for outputs (feature_dim > 0)");
+    }
+  }
+  return L;
+}
+
+// Copies the host arrays [slots (B) | cu (B + 1)] into one stream-ordered device buffer.
+struct DeviceIndex {
+  ll* buf = nullptr;
+  cudaStream_t st;
+  DeviceIndex(const int64_t* slots, const int64_t* cu, int64_t B, cudaStream_t s, DP& k) : st(s) {
+    if (!slots && !cu) return;
+    std::vector<ll> host;
+    if (slots) host.insert(host.end(), slots, slots + B);
+    if (cu) host.insert(host.end(), cu, cu + B + 1);
+    check(cudaMallocAsync(reinterpret_cast<void**>(&buf), host.size() * sizeof(ll), st), "allocate index");
+    // pageable source: returns once the host data has been staged
+    check(cudaMemcpyAsync(buf, host.data(), host.size() * sizeof(ll), cudaMemcpyHostToDevice, st), "copy index");
+    k.slots = slots ? buf : nullptr;
+    k.cu = cu ? buf + (slots ? B : 0) : nullptr;
+  }
+  ~DeviceIndex() {
+    if (buf) cudaFreeAsync(buf, st);
+  }
+};
+
+template <class T, int V>
+void launch_step_t(const DP& k, cudaStream_t st) {
+  const Smem L(k.d, k.dv, k.F, k.C, k.NS);
+  const size_t bytes = (size_t)L.total * sizeof(float);
+  int dev = 0, optin = 48 * 1024;
+  check(cudaGetDevice(&dev), "get device");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "shared memory limit");
+  if (bytes > (size_t)optin)
+    fail("window / sinks / dims too large for shared memory (" + std::to_string(bytes) + " bytes needed)");
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(step_kernel<T, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  step_kernel<T, V><<<(unsigned)((ll)k.B * k.H), kNT, bytes, st>>>(k);
+  check(cudaGetLastError(), "step kernel");
+}
+
+void launch_step(const DP& k, DType dt, cudaStream_t st) {
+  const bool vec = k.dv % 4 == 0;
+  switch (dt) {
+    case DType::F32: vec ? launch_step_t<float, 4>(k, st) : launch_step_t<float, 1>(k, st); break;
+    case DType::BF16: vec ? launch_step_t<__nv_bfloat16, 4>(k, st) : launch_step_t<__nv_bfloat16, 1>(k, st); break;
+    case DType::F16: vec ? launch_step_t<__half, 4>(k, st) : launch_step_t<__half, 1>(k, st); break;
+    default: fail("unsupported dtype");
+  }
+}
+
+template <class T>
+void launch_build_t(const DP& k, ll T0, ll J, cudaStream_t st) {
+  if (k.F > 0 && J > 0) {
+    const int FT = std::max(1, std::min(std::min(k.F, kNT * kBI / k.dv), kNT));
+    if ((ll)k.dv > (ll)kNT * kBI) fail("value_dim too large for the parallel prefill");
+    const size_t bytes = (size_t)kBJ * (FT + k.dv) * sizeof(float);
+    if (bytes > 48 * 1024)
+      check(cudaFuncSetAttribute(build_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+    dim3 grid((unsigned)((ll)k.B * k.H), (unsigned)((k.F + FT - 1) / FT));
+    build_kernel<T><<<grid, kNT, bytes, st>>>(k, J, FT);
+    check(cudaGetLastError(), "build kernel");
+  }
+  if (T0 > 0) {
+    ring_kernel<T><<<dim3((unsigned)k.B, (unsigned)(k.Hkv + k.H)), kNT, 0, st>>>(k, T0);
+    check(cudaGetLastError(), "ring kernel");
+  }
+}
+
+}  // namespace decode_cuda
+
+using namespace decode_cuda;
+
+HybridDecodeStateLayout hybrid_decode_state_layout_cuda(const HybridDecodeConfig& cfg) { return layout_of(cfg); }
+
+int64_t hybrid_decode_state_position_cuda(const HybridDecodeConfig& c, const void* host_state) {
+  validate_config(c);
+  if (!host_state) fail("state is null");
+  int64_t h[kHybridDecodeHeaderWords];
+  std::memcpy(h, host_state, sizeof(h));
+  if (h[0] != kHybridDecodeMagic) fail("state has no decode header (not initialised by prefill?)");
+  if (h[1] != kHybridDecodeVersion) fail("state layout version " + std::to_string(h[1]) + " not supported");
+  if (h[2] < 0) fail("state position is negative");
+  const int64_t want[] = {(int64_t)c.dtype, c.heads, c.kv_heads, c.head_dim, c.value_dim, c.feature_dim, c.window, (int64_t)c.geometry, c.sinks};
+  const char* names[] = {"dtype", "heads", "kv_heads", "head_dim", "value_dim", "feature_dim", "window", "geometry", "sinks"};
+  for (int i = 0; i < 9; ++i)
+    if (h[3 + i] != want[i])
+      fail(std::string("state was built with a different ") + names[i] + " (" + std::to_string(h[3 + i]) + " vs " + std::to_string(want[i]) + ")");
+  return h[2];
+}
+
+void hybrid_decode_prefill_cuda(const HybridDecodePrefillParams& p, void* stream) {
+  if (p.seqlen < 0) fail("seqlen must be >= 0");
+  const HybridDecodeStateLayout L = validate_common(p, p.seqlen > 0);
+  if (p.batch == 0) return;
+  cudaStream_t st = (cudaStream_t)stream;
+  DP k = make_dp(p, L);
+  k.packed = 0;
+  k.seqlen = p.seqlen;
+  DeviceIndex index(p.slots, nullptr, p.batch, st, k);
+  const bool parallel = !k.outputs;
+  init_kernel<<<(unsigned)k.B, kNT, 0, st>>>(k, parallel ? p.seqlen : 0);
+  check(cudaGetLastError(), "init kernel");
+  if (p.seqlen == 0) return;
+  if (parallel) {
+    // Lin(T0): positions j < geo_lo(T0)
+    const ll T0 = p.seqlen, w = k.w;
+    const ll J = std::max<ll>(0, k.geom == 0 ? T0 - w + 1 : (T0 / w - 1) * w);
+    switch (p.config.dtype) {
+      case DType::F32: launch_build_t<float>(k, T0, J, st); break;
+      case DType::BF16: launch_build_t<__nv_bfloat16>(k, T0, J, st); break;
+      case DType::F16: launch_build_t<__half>(k, T0, J, st); break;
+      default: fail("unsupported dtype");
+    }
+  } else {
+    launch_step(k, p.config.dtype, st);
+  }
+}
+
+void hybrid_decode_step_cuda(const HybridDecodeStepParams& p, void* stream) {
+  const HybridDecodeStateLayout L = validate_common(p, true);
+  if (p.batch == 0) return;
+  if (p.cu_seqlens) {
+    if (p.cu_seqlens[0] != 0) fail("cu_seqlens[0] must be 0");
+    for (int64_t b = 0; b < p.batch; ++b)
+      if (p.cu_seqlens[b + 1] - p.cu_seqlens[b] < 1) fail("every sequence must append at least one token (cu_seqlens strictly increasing)");
+  } else if (p.tokens_per_seq < 1) {
+    fail("tokens_per_seq must be >= 1");
+  }
+  cudaStream_t st = (cudaStream_t)stream;
+  DP k = make_dp(p, L);
+  k.packed = 1;
+  k.per_seq = p.tokens_per_seq;
+  DeviceIndex index(p.slots, p.cu_seqlens, p.batch, st, k);
+  launch_step(k, p.config.dtype, st);
+}
+
+}  // namespace ha
