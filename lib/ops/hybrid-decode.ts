@@ -10,7 +10,7 @@ import { DisposedError, InvalidArgumentError, callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { HYBRID_MODES, LAMBDA_KINDS, WINDOW_GEOMETRIES, type HybridAttentionStats, type HybridMode, type LambdaKind, type WindowGeometry } from './hybrid-attention.js';
-import { expectBackendDType, expectChoice, expectInteger, expectShape, expectTensor, hostOrTensor, resolveScale } from './validate.js';
+import { expectBackendDType, expectChoice, expectInteger, expectShape, expectTensor, gammaArg, keepArg, resolveScale } from './validate.js';
 
 export interface DecodeConfig {
   heads: number;
@@ -112,16 +112,16 @@ export class HybridDecodeState {
       expectShape(t, name, shapeOf(heads, dim));
       return t.handle;
     };
-    const gamma = hostOrTensor(tokens.gamma, 'gamma', [c.heads], c.dtype, c.device, (x) => (x > 0 && x < 1 ? null : 'is outside (0, 1)'));
+    const lambda = expectChoice(options.lambda ?? 'one', 'lambda', LAMBDA_KINDS);
+    const gamma = gammaArg(tokens.gamma, c.heads, c.dtype, c.device, lambda);
     if (gamma.owned) owned.push(gamma.tensor);
     let keep: Tensor | undefined;
     if (tokens.keep !== undefined) {
-      const k = hostOrTensor(tokens.keep, 'keep', [this.batch, c.heads], c.dtype, c.device, (x) => (x === 0 || x === 1 ? null : 'is not 0 or 1'));
+      const k = keepArg(tokens.keep, this.batch, c.heads, c.dtype, c.device);
       if (k.owned) owned.push(k.tensor);
       keep = k.tensor;
     }
     const mode = expectChoice(options.mode ?? 'hybrid', 'mode', HYBRID_MODES);
-    const lambda = expectChoice(options.lambda ?? 'one', 'lambda', LAMBDA_KINDS);
     return {
       ...HybridDecodeState.nativeConfig(c),
       batch: this.batch,
