@@ -6,6 +6,7 @@ import {
   DeviceError,
   DisposedError,
   InvalidArgumentError,
+  OutOfMemoryError,
   Tensor,
   disposeAll,
   hybridAttention,
@@ -66,6 +67,13 @@ describe('Tensor', () => {
     expect(() => Tensor.fromArray([1.5], [1], { dtype: 'i32' })).toThrow(InvalidArgumentError);
     expect(() => Tensor.zeros([2, -1])).toThrow(InvalidArgumentError);
     expect(() => Tensor.zeros([2], { device: 'tpu' as never })).toThrow(InvalidArgumentError);
+  });
+
+  it('an allocation beyond host memory is a typed OutOfMemoryError, not a crash', () => {
+    expect(() => Tensor.empty([2 ** 40], { dtype: 'f32' })).toThrow(OutOfMemoryError); // 4 TiB
+    const ok = Tensor.zeros([4]);
+    expect(ok.numel).toBe(4);
+    ok.dispose();
   });
 
   it('a disposed tensor cannot be used', async () => {
