@@ -18,6 +18,7 @@ import {
 } from '../lib/index.js';
 import type { DType, Device } from '../lib/index.js';
 import { timeCuda } from './cuda-timer.js';
+import { runDecodeBench } from './decode.js';
 import { hybridBackwardBytes, hybridBackwardFlops, hybridForwardBytes, hybridForwardFlops, peakFor, type HybridShape } from './flops.js';
 
 interface Args {
@@ -25,6 +26,9 @@ interface Args {
   device: Device;
   quick: boolean;
   peers?: string;
+  gemm?: boolean;
+  gemmPeers?: string;
+  decode?: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -34,8 +38,11 @@ function parseArgs(argv: string[]): Args {
     const a = argv[i]!;
     if (a === '--json') args.json = true;
     else if (a === '--quick') args.quick = true;
+    else if (a === '--decode') args.decode = true; // the recurrent decode step instead (bench/decode.ts)
     else if (a === '--device') request = argv[++i] ?? 'auto';
     else if (a === '--peers') args.peers = argv[++i];
+    else if (a === '--gemm') args.gemm = true; // the CUDA GEMM vs torch.matmul instead (bench/gemm.ts)
+    else if (a === '--gemm-peers') args.gemmPeers = argv[++i];
     else if (a === '--help') {
       console.log('usage: npm run bench -- [--json] [--device auto|cpu|cuda] [--quick] [--peers peers.json]');
       process.exit(0);
@@ -105,7 +112,8 @@ async function benchShape(shape: HybridShape, dtype: DType, device: Device, runs
     v: randomTensor([B, Hkv, T, dv], dtype, device),
     fq: randomTensor([B, H, T, F], dtype, device, true),
     fk: randomTensor([B, H, T, F], dtype, device, true),
-    gamma: Array.from({ length: H }, () => 0.1),
+    // uploaded once: host numbers would be copied to the device (a synchronous copy) every call
+    gamma: Tensor.full([H], 0.1, { dtype: 'f32', device }),
   };
   const dy = randomTensor([B, H, T, dv], dtype, device);
   const options = { window: w };
@@ -146,6 +154,8 @@ async function benchShape(shape: HybridShape, dtype: DType, device: Device, runs
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  if (args.gemm) return void (await (await import('./gemm.js')).runGemmBench({ peers: args.gemmPeers, json: args.json }));
+  if (args.decode) return runDecodeBench(args);
   const info = runtimeInfo();
   const card = args.device === 'cuda' ? info.gpu!.name : `CPU (${cpus()[0]?.model ?? 'unknown'}, ${info.cpuThreads} threads)`;
   const shapes: HybridShape[] =

@@ -15,11 +15,23 @@ export interface OpBase {
   codes: { device: number; dtype: number };
 }
 
+/** Ops (by the name they pass to leadTensor) that have CUDA kernels (native/ops/<op>/<op>.cu). */
+const CUDA_OPS: ReadonlySet<string> = new Set([
+  'matmul', 'linear', 'linearBackward',
+  'rmsNorm', 'rmsNormBackward',
+  'rope', 'ropeBackward',
+  'swiglu', 'swigluBackward',
+  'embedding', 'embeddingBackward',
+  'crossEntropy', 'crossEntropyBackward', 'chunkedCrossEntropy', 'chunkedCrossEntropyBackward',
+  'adamwStep', 'gradNorm',
+  'add', 'mul', 'scale', 'fill', 'accumulate', 'sumRows',
+]);
+
 /** Validates the leading float tensor of an op and returns its dtype/device. */
 export function leadTensor(value: unknown, name: string, op: string, rank?: number): Tensor {
   const t = expectTensor(value, name, rank === undefined ? {} : { rank });
   expectBackendDType(t.dtype, t.device, name);
-  expectCpuOnly(t.device, op, name);
+  if (!CUDA_OPS.has(op)) expectCpuOnly(t.device, op, name);
   return t;
 }
 

@@ -3,6 +3,7 @@
 // head transpose. The TS wrappers (lib/ops/*.ts) validate first; these checks are the backstop.
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,13 @@ int64_t nonneg(const Napi::Object& a, const char* name) {
   return v;
 }
 
+// dtype of an op with CPU and CUDA kernels: f64/f32 on the CPU, bf16/f16/f32 on CUDA.
+DType backend_dtype(OpCall& call) {
+  DType t = dtype_prop(call.args());
+  require_backend_dtype(call.device(), t, "dtype");
+  return t;
+}
+
 DType float_dtype(OpCall& call, const char* op) {
   DType t = dtype_prop(call.args());
   require_cpu_float(call, t, op);
@@ -44,7 +52,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   MatmulParams p;
-  p.dtype = float_dtype(call, "matmul");
+  p.dtype = backend_dtype(call);
   p.batch = nonneg(a, "batch");
   p.m = nonneg(a, "m");
   p.n = nonneg(a, "n");
@@ -64,7 +72,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   } else {
     p.c = call.out("c", p.dtype, p.batch * p.m * p.n);
   }
-  call.submit([p] { matmul_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, matmul_cpu, matmul_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -76,7 +84,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   MatmulParams p;
-  p.dtype = float_dtype(call, "linear");
+  p.dtype = backend_dtype(call);
   p.m = nonneg(a, "rows");
   p.k = nonneg(a, "inFeatures");
   p.n = nonneg(a, "outFeatures");
@@ -85,7 +93,14 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   p.b = call.in("w", p.dtype, p.n * p.k);
   const void* bias = call.in("bias", p.dtype, p.n, true);
   p.c = call.out("y", p.dtype, p.m * p.n);
-  call.submit([p, bias] {
+  call.submit([p, bias, dev = call.device()] {
+#ifdef HA_WITH_CUDA
+    if (dev != Device::CPU) {
+      matmul_cuda(p, cuda_stream());
+      if (bias) broadcast_add_rows_cuda(p.dtype, p.m, p.n, bias, p.c, cuda_stream());
+      return;
+    }
+#endif
     matmul_cpu(p);
     if (!bias) return;
     ElementwiseParams e;
@@ -107,7 +122,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
 RmsNormParams read_rms_norm(OpCall& call) {
   const Napi::Object& a = call.args();
   RmsNormParams p;
-  p.dtype = float_dtype(call, "rmsNorm");
+  p.dtype = backend_dtype(call);
   p.rows = nonneg(a, "rows");
   p.dim = nonneg(a, "dim");
   p.eps = number_prop(a, "eps");
@@ -123,7 +138,7 @@ Napi::Value RmsNormForward(const Napi::CallbackInfo& info) {
   RmsNormParams p = read_rms_norm(call);
   p.y = call.out("y", p.dtype, p.rows * p.dim);
   p.rstd = call.out("rstd", accum_dtype(p.dtype), p.rows);
-  call.submit([p] { rms_norm_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, rms_norm_forward_cpu, rms_norm_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -144,7 +159,7 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   } else {
     g.dw = call.out("dw", p.dtype, p.dim);
   }
-  call.submit([g] { rms_norm_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, rms_norm_backward_cpu, rms_norm_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -154,7 +169,7 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
 RopeParams read_rope(OpCall& call) {
   const Napi::Object& a = call.args();
   RopeParams p;
-  p.dtype = float_dtype(call, "rope");
+  p.dtype = backend_dtype(call);
   p.batch = nonneg(a, "batch");
   p.heads = nonneg(a, "heads");
   p.seqlen = nonneg(a, "seqlen");
@@ -173,7 +188,7 @@ Napi::Value RopeForward(const Napi::CallbackInfo& info) {
   int64_t n = p.batch * p.heads * p.seqlen * p.head_dim;
   p.x = call.in("x", p.dtype, n);
   p.y = call.out("y", p.dtype, n);
-  call.submit([p] { rope_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, rope_forward_cpu, rope_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -187,7 +202,7 @@ Napi::Value RopeBackward(const Napi::CallbackInfo& info) {
   int64_t n = g.fwd.batch * g.fwd.heads * g.fwd.seqlen * g.fwd.head_dim;
   g.dy = call.in("dy", g.fwd.dtype, n);
   g.dx = call.out("dx", g.fwd.dtype, n);
-  call.submit([g] { rope_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, rope_backward_cpu, rope_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -199,12 +214,12 @@ Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   OpCall call(info[0].As<Napi::Object>());
   SwigluParams p;
-  p.dtype = float_dtype(call, "swiglu");
+  p.dtype = backend_dtype(call);
   p.n = nonneg(call.args(), "n");
   p.gate = call.in("gate", p.dtype, p.n);
   p.up = call.in("up", p.dtype, p.n);
   p.y = call.out("y", p.dtype, p.n);
-  call.submit([p] { swiglu_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, swiglu_forward_cpu, swiglu_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -214,14 +229,14 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   OpCall call(info[0].As<Napi::Object>());
   SwigluGradParams g;
-  g.fwd.dtype = float_dtype(call, "swiglu");
+  g.fwd.dtype = backend_dtype(call);
   g.fwd.n = nonneg(call.args(), "n");
   g.fwd.gate = call.in("gate", g.fwd.dtype, g.fwd.n);
   g.fwd.up = call.in("up", g.fwd.dtype, g.fwd.n);
   g.dy = call.in("dy", g.fwd.dtype, g.fwd.n);
   g.dgate = call.out("dgate", g.fwd.dtype, g.fwd.n);
   g.dup = call.out("dup", g.fwd.dtype, g.fwd.n);
-  call.submit([g] { swiglu_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, swiglu_backward_cpu, swiglu_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -231,7 +246,7 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
 EmbeddingParams read_embedding(OpCall& call) {
   const Napi::Object& a = call.args();
   EmbeddingParams p;
-  p.dtype = float_dtype(call, "embedding");
+  p.dtype = backend_dtype(call);
   p.num_ids = nonneg(a, "numIds");
   p.vocab = nonneg(a, "vocab");
   p.dim = nonneg(a, "dim");
@@ -246,7 +261,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   EmbeddingParams p = read_embedding(call);
   p.weight = call.in("weight", p.dtype, p.vocab * p.dim);
   p.out = call.out("out", p.dtype, p.num_ids * p.dim);
-  call.submit([p] { embedding_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, embedding_forward_cpu, embedding_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -265,7 +280,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   } else {
     g.dweight = call.out("dweight", p.dtype, p.vocab * p.dim);
   }
-  call.submit([g] { embedding_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, embedding_backward_cpu, embedding_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -275,7 +290,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
 CrossEntropyParams read_cross_entropy(OpCall& call) {
   const Napi::Object& a = call.args();
   CrossEntropyParams p;
-  p.dtype = float_dtype(call, "crossEntropy");
+  p.dtype = backend_dtype(call);
   p.rows = nonneg(a, "rows");
   p.vocab = nonneg(a, "vocab");
   p.ignore_index = static_cast<int32_t>(int_prop(a, "ignoreIndex"));
@@ -292,7 +307,7 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
   CrossEntropyParams p = read_cross_entropy(call);
   p.loss = static_cast<double*>(call.out("loss", DType::F64, 1));
   p.lse = call.out("lse", accum_dtype(p.dtype), p.rows);
-  call.submit([p] { cross_entropy_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, cross_entropy_forward_cpu, cross_entropy_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -306,7 +321,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   g.fwd.lse = const_cast<void*>(call.in("lse", accum_dtype(g.fwd.dtype), g.fwd.rows));
   g.dloss = number_prop(call.args(), "dloss");
   g.dlogits = call.out("dlogits", g.fwd.dtype, g.fwd.rows * g.fwd.vocab);
-  call.submit([g] { cross_entropy_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, cross_entropy_backward_cpu, cross_entropy_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -314,7 +329,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
 ChunkedCrossEntropyParams read_chunked(OpCall& call) {
   const Napi::Object& a = call.args();
   ChunkedCrossEntropyParams p;
-  p.dtype = float_dtype(call, "chunkedCrossEntropy");
+  p.dtype = backend_dtype(call);
   p.rows = nonneg(a, "rows");
   p.dim = nonneg(a, "dim");
   p.vocab = nonneg(a, "vocab");
@@ -334,7 +349,7 @@ Napi::Value ChunkedCrossEntropyForward(const Napi::CallbackInfo& info) {
   ChunkedCrossEntropyParams p = read_chunked(call);
   p.loss = static_cast<double*>(call.out("loss", DType::F64, 1));
   p.lse = call.out("lse", accum_dtype(p.dtype), p.rows);
-  call.submit([p] { chunked_cross_entropy_forward_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, chunked_cross_entropy_forward_cpu, chunked_cross_entropy_forward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -356,7 +371,7 @@ Napi::Value ChunkedCrossEntropyBackward(const Napi::CallbackInfo& info) {
   } else {
     g.dweight = call.out("dweight", p.dtype, p.vocab * p.dim);
   }
-  call.submit([g] { chunked_cross_entropy_backward_cpu(g); });
+  call.submit([g, dev = call.device()] { HA_DISPATCH(dev, g, chunked_cross_entropy_backward_cpu, chunked_cross_entropy_backward_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -369,7 +384,7 @@ Napi::Value AdamWStep(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   AdamWParams p;
-  p.dtype = float_dtype(call, "adamw");
+  p.dtype = backend_dtype(call);
   p.n = nonneg(a, "n");
   p.lr = number_prop(a, "lr");
   p.beta1 = number_prop(a, "beta1");
@@ -383,7 +398,7 @@ Napi::Value AdamWStep(const Napi::CallbackInfo& info) {
   p.param = call.inout("param", p.dtype, p.n);
   p.exp_avg = call.inout("expAvg", p.dtype, p.n);
   p.exp_avg_sq = call.inout("expAvgSq", p.dtype, p.n);
-  call.submit([p] { adamw_step_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, adamw_step_cpu, adamw_step_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -407,7 +422,7 @@ Napi::Value GradNorm(const Napi::CallbackInfo& info) {
   }
   OpCall call(args);
   DType dtype = dtype_prop(src);
-  require_cpu_float(call, dtype, "gradNorm");
+  require_backend_dtype(call.device(), dtype, "dtype");
   double max_norm = number_prop(src, "maxNorm");  // < 0: norm only
   std::vector<void*> data;
   std::vector<int64_t> sizes;
@@ -418,12 +433,18 @@ Napi::Value GradNorm(const Napi::CallbackInfo& info) {
                                  : const_cast<void*>(call.in(names[i].c_str(), dtype, t->numel())));
   }
   double* norm = static_cast<double*>(call.out("norm", DType::F64, 1));
-  call.submit([dtype, data, sizes, max_norm, norm] {
+  call.submit([dtype, data, sizes, max_norm, norm, dev = call.device()] {
     TensorList l;
     l.dtype = dtype;
     l.count = static_cast<int64_t>(data.size());
     l.data = data.data();
     l.sizes = sizes.data();
+#ifdef HA_WITH_CUDA
+    if (dev != Device::CPU) {
+      grad_norm_cuda(l, max_norm, norm, cuda_stream());
+      return;
+    }
+#endif
     *norm = max_norm >= 0 ? clip_grad_norm_cpu(l, max_norm) : grad_norm_cpu(l);
   });
   return call.result(env);
@@ -439,7 +460,7 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   ElementwiseParams p;
-  p.dtype = float_dtype(call, "elementwise");
+  p.dtype = backend_dtype(call);
   p.n = nonneg(a, "n");
   p.alpha = number_prop(a, "alpha");
   int64_t op = int_prop(a, "op");
@@ -447,7 +468,18 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
   if (op != 3) p.a = call.in("a", p.dtype, p.n);
   if (op < 2) p.b = call.in("b", p.dtype, p.n);
   p.y = call.out("y", p.dtype, p.n);
-  call.submit([p, op] {
+  call.submit([p, op, dev = call.device()] {
+#ifdef HA_WITH_CUDA
+    if (dev != Device::CPU) {
+      switch (op) {
+        case 0: add_cuda(p, cuda_stream()); break;
+        case 1: mul_cuda(p, cuda_stream()); break;
+        case 2: scale_cuda(p, cuda_stream()); break;
+        default: fill_cuda(p, cuda_stream()); break;
+      }
+      return;
+    }
+#endif
     switch (op) {
       case 0: add_cpu(p); break;
       case 1: mul_cpu(p); break;
@@ -466,12 +498,12 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   ElementwiseParams p;
-  p.dtype = float_dtype(call, "accumulate");
+  p.dtype = backend_dtype(call);
   p.n = nonneg(a, "n");
   p.alpha = number_prop(a, "alpha");
   p.a = call.in("a", p.dtype, p.n);
   p.y = call.inout("y", p.dtype, p.n);
-  call.submit([p] { accumulate_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, accumulate_cpu, accumulate_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -498,7 +530,7 @@ Napi::Value SumRows(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   SumRowsParams p;
-  p.dtype = float_dtype(call, "sumRows");
+  p.dtype = backend_dtype(call);
   p.rows = nonneg(a, "rows");
   p.cols = nonneg(a, "cols");
   p.x = call.in("x", p.dtype, p.rows * p.cols);
@@ -508,7 +540,7 @@ Napi::Value SumRows(const Napi::CallbackInfo& info) {
   } else {
     p.y = call.out("y", p.dtype, p.cols);
   }
-  call.submit([p] { sum_rows_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, sum_rows_cpu, sum_rows_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }

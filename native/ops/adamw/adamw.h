@@ -50,4 +50,15 @@ double grad_norm_cpu(const TensorList& t);
 void scale_tensors_cpu(const TensorList& t, double s);
 double clip_grad_norm_cpu(const TensorList& t, double max_norm);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (adamw.cu): dtype f32 (master weights and moments; bf16/f16 also accepted),
+// arithmetic in double. grad_norm_cuda writes the global norm to the device double `norm`
+// (deterministic fixed-chunk sums) and, with max_norm >= 0, clips every tensor in place as
+// clip_grad_norm_cpu does, reading the norm on the device (no host synchronisation). The
+// TensorList's data are device pointers (the list itself is host memory).
+void adamw_step_cuda(const AdamWParams& p, void* stream);
+void grad_norm_cuda(const TensorList& t, double max_norm, double* norm, void* stream);
+void scale_tensors_cuda(const TensorList& t, double s, void* stream);
+#endif
+
 }  // namespace ha

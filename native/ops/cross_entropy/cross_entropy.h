@@ -74,4 +74,16 @@ struct ChunkedCrossEntropyGradParams {
 void chunked_cross_entropy_forward_cpu(const ChunkedCrossEntropyParams& p);
 void chunked_cross_entropy_backward_cpu(const ChunkedCrossEntropyGradParams& g);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (cross_entropy.cu): dtype bf16, f16 or f32; lse f32; `loss` (and `count` when
+// set) are device pointers. Targets are copied to the host once per call (one stream
+// synchronisation) to throw the CPU's std::out_of_range and count the rows. The chunked variant
+// runs the lm_head products on matmul_cuda's GEMM; for 16-bit dtypes dhidden is accumulated
+// over the chunks in fp32 and rounded once. Deterministic (no atomics).
+void cross_entropy_forward_cuda(const CrossEntropyParams& p, void* stream);
+void cross_entropy_backward_cuda(const CrossEntropyGradParams& g, void* stream);
+void chunked_cross_entropy_forward_cuda(const ChunkedCrossEntropyParams& p, void* stream);
+void chunked_cross_entropy_backward_cuda(const ChunkedCrossEntropyGradParams& g, void* stream);
+#endif
+
 }  // namespace ha

@@ -43,4 +43,17 @@ struct SumRowsParams {
 
 void sum_rows_cpu(const SumRowsParams& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (elementwise.cu): dtype bf16, f16 or f32; arithmetic in float (16-bit) or double
+// (f32); sum_rows sums in double over fixed row chunks added in order (deterministic).
+void add_cuda(const ElementwiseParams& p, void* stream);
+void mul_cuda(const ElementwiseParams& p, void* stream);
+void scale_cuda(const ElementwiseParams& p, void* stream);
+void fill_cuda(const ElementwiseParams& p, void* stream);
+void accumulate_cuda(const ElementwiseParams& p, void* stream);
+void sum_rows_cuda(const SumRowsParams& p, void* stream);
+// y[r, :] += bias for r in [0, rows) (a linear layer's bias), y [rows, cols], bias [cols].
+void broadcast_add_rows_cuda(DType dtype, int64_t rows, int64_t cols, const void* bias, void* y, void* stream);
+#endif
+
 }  // namespace ha

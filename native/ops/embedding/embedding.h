@@ -35,4 +35,13 @@ struct EmbeddingGradParams {
 void embedding_forward_cpu(const EmbeddingParams& p);
 void embedding_backward_cpu(const EmbeddingGradParams& g);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (embedding.cu): dtype bf16, f16 or f32, ids on the device. Both copy the ids to
+// the host (one stream synchronisation) to throw the CPU's std::out_of_range before writing
+// anything; the backward sorts positions by id there and sums each row of dweight in one block
+// in position order (deterministic, no atomics).
+void embedding_forward_cuda(const EmbeddingParams& p, void* stream);
+void embedding_backward_cuda(const EmbeddingGradParams& g, void* stream);
+#endif
+
 }  // namespace ha

@@ -39,4 +39,11 @@ struct RmsNormGradParams {
 void rms_norm_forward_cpu(const RmsNormParams& p);
 void rms_norm_backward_cpu(const RmsNormGradParams& g);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (rms_norm.cu): dtype bf16, f16 or f32, rstd f32. Sums in double; dw in fixed
+// row chunks summed in order (deterministic, no atomics; stream-ordered scratch).
+void rms_norm_forward_cuda(const RmsNormParams& p, void* stream);
+void rms_norm_backward_cuda(const RmsNormGradParams& g, void* stream);
+#endif
+
 }  // namespace ha

@@ -37,4 +37,11 @@ struct RopeGradParams {
 void rope_forward_cpu(const RopeParams& p);
 void rope_backward_cpu(const RopeGradParams& g);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (rope.cu): dtype bf16, f16 or f32; positions and inv_freq on the device; angles
+// and cos/sin in double, the rotation in float (16-bit) or double (f32).
+void rope_forward_cuda(const RopeParams& p, void* stream);
+void rope_backward_cuda(const RopeGradParams& g, void* stream);
+#endif
+
 }  // namespace ha

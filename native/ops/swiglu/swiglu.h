@@ -33,4 +33,10 @@ struct SwigluGradParams {
 void swiglu_forward_cpu(const SwigluParams& p);
 void swiglu_backward_cpu(const SwigluGradParams& g);
 
+#ifdef HA_WITH_CUDA
+// CUDA kernels (swiglu.cu): dtype bf16, f16 or f32; arithmetic in float (16-bit) or double (f32).
+void swiglu_forward_cuda(const SwigluParams& p, void* stream);
+void swiglu_backward_cuda(const SwigluGradParams& g, void* stream);
+#endif
+
 }  // namespace ha
