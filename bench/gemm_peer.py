@@ -11,6 +11,8 @@ import sys
 
 import torch
 
+from cuda_timing import median_ms  # bench/ is on sys.path when run as python3 bench/gemm_peer.py
+
 SHAPES = [
     (4096, 4096, 4096, "nn"),
     (8192, 8192, 4096, "nn"),
@@ -19,21 +21,6 @@ SHAPES = [
     (4096, 4096, 4096, "tn"),
     (8192, 8192, 4096, "tn"),
 ]
-
-
-def median_ms(fn, runs=30, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    for i in range(runs):
-        starts[i].record()
-        fn()
-        ends[i].record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return times[len(times) // 2]
 
 
 def main():
@@ -51,7 +38,7 @@ def main():
             fn = lambda: torch.matmul(a, b.t())
         else:
             fn = lambda: torch.matmul(a.t(), b)
-        ms = median_ms(fn)
+        ms = median_ms(fn, runs=30, warmup=5)
         out[f"M{m}_N{n}_K{k}_{layout}"] = {"ms": ms, "tflops": 2 * m * n * k / (ms * 1e-3) / 1e12}
         del a, b
     print(json.dumps(out, indent=2))

@@ -16,24 +16,11 @@ import torch.nn.functional as F
 
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from cuda_timing import median_ms  # bench/ is on sys.path when run as python3 bench/peers.py
+
 WINDOW = 64
 SHAPES = [(4, 32, 2048), (1, 32, 16384)]
 D = FD = 128
-
-
-def median_ms(fn, runs=50, warmup=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    for i in range(runs):
-        starts[i].record()
-        fn()
-        ends[i].record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return times[len(times) // 2]
 
 
 def chunked_hybrid(q, k, v, fq, fk, gamma, w):
