@@ -73,3 +73,4 @@ export { randomLlamaModel, tinyLlamaConfig } from './model/random-init.js';
 export { repeatKv, repeatKvBackward, sigmoid, sigmoidBackward } from './ops/repeat-kv.js';
 export * from './data/index.js';
 export * from './eval/index.js';
+export * from './recipes/index.js';

@@ -121,13 +121,13 @@ describe('help and usage errors', () => {
     }
   });
 
-  it('convert and finetune parse their options and report NotImplementedError (exit 1)', async () => {
+  it('convert and finetune parse their options; a missing corpus or a non-converted model is a usage error (exit 2)', async () => {
     const c = await inProcess(['convert', tiny, '--method', 'lolcats', '-o', join(tmp, 'conv')]);
-    expect(c.code).toBe(1);
-    expect(c.stderr).toMatch(/convert: not implemented: the 'lolcats' conversion recipe is not implemented yet/);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toMatch(/convert: no corpus: pass --data FILE/);
     const f = await inProcess(['finetune', tiny, '-o', join(tmp, 'ft'), '--log-json']);
-    expect(f.code).toBe(1);
-    expect(events(f.stdout).find((e) => e.event === 'error')).toMatchObject({ error: 'NotImplementedError' });
+    expect(f.code).toBe(2);
+    expect(f.stderr).toMatch(/is not a converted model/);
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve, basename } from 'node:path';
-import { LlamaModel } from '../../model/llama.js';
+import { loadConvertedModel } from '../../recipes/io.js';
 import { PackedDataset, type SplitName } from '../../data/pack.js';
 import { readMcTasks, type McItem } from '../../eval/multiple-choice.js';
 import { associativeRecallItems, passkeyItems } from '../../eval/probes.js';
@@ -92,7 +92,8 @@ export const diagnoseCommand: CliCommand = {
         mc.push(it);
       }
     }
-    const model = await LlamaModel.load(dir, { dtype });
+    // a converted model directory (conversion.json) loads with its hybrid layers; others as softmax
+    const { model } = await loadConvertedModel(dir, { dtype });
     try {
       const window = windowArg ?? modelWindow(model) ?? 64;
       const passkey = nPass > 0 ? passkeyItems({ tokenizer, window, count: nPass, seed }) : [];

@@ -1,6 +1,6 @@
 /** `generate <dir> [prompt]`: greedy generation with LlamaModel + tokenizer (lib/model/generate.ts). */
 import { resolve } from 'node:path';
-import { LlamaModel } from '../../model/llama.js';
+import { loadConvertedModel } from '../../recipes/io.js';
 import { greedyGenerate } from '../../model/generate.js';
 import { UsageError, bool, choice, num, str } from '../args.js';
 import { loadTokenizer } from '../common.js';
@@ -45,7 +45,7 @@ export const generateCommand: CliCommand = {
       prompt = tokenizer.encode(text!, { addSpecialTokens: bool(values, 'add-bos') });
       if (prompt.length === 0) throw new UsageError('the prompt encodes to no tokens');
     }
-    const model = await LlamaModel.load(dir, { dtype });
+    const { model } = await loadConvertedModel(dir, { dtype });
     try {
       const eos = bool(values, 'ignore-eos') ? [] : model.config.eosTokenIds;
       const t0 = Date.now();
