@@ -1,9 +1,7 @@
 // Bindings of the Llama runtime's CPU kernels: matmul/linear, RMSNorm, RoPE, SwiGLU, embedding,
 // cross-entropy (plain and chunked), AdamW, gradient norm/clipping, elementwise basics, and a
 // head transpose. The TS wrappers (lib/ops/*.ts) validate first; these checks are the backstop.
-#include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -15,9 +13,12 @@
 #include "ops/elementwise/elementwise.h"
 #include "ops/embedding/embedding.h"
 #include "ops/matmul/matmul.h"
+#include "ops/repeat_kv/repeat_kv.h"
 #include "ops/rms_norm/rms_norm.h"
 #include "ops/rope/rope.h"
+#include "ops/sigmoid/sigmoid.h"
 #include "ops/swiglu/swiglu.h"
+#include "ops/transpose/transpose.h"
 
 namespace ha::binding {
 
@@ -557,18 +558,8 @@ Napi::Value Transpose12(const Napi::CallbackInfo& info) {
     throw Error(ErrorCode::NotImplemented, "transpose12 has no CUDA kernel yet: run it on the cpu", "device");
   int64_t d0 = nonneg(a, "d0"), d1 = nonneg(a, "d1"), d2 = nonneg(a, "d2"), d3 = nonneg(a, "d3");
   int64_t n = d0 * d1 * d2 * d3;
-  const char* x = static_cast<const char*>(call.in("x", dtype, n));
-  char* y = static_cast<char*>(call.out("y", dtype, n));
-  int64_t row = d3 * dtype_size(dtype);
-  call.submit([=] {
-    parallel_for(d0 * d1, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; r++) {
-        int64_t i0 = r / d1, i1 = r % d1;
-        for (int64_t i2 = 0; i2 < d2; i2++)
-          std::memcpy(y + ((i0 * d2 + i2) * d1 + i1) * row, x + ((i0 * d1 + i1) * d2 + i2) * row, static_cast<size_t>(row));
-      }
-    });
-  });
+  Transpose12Params p{dtype, d0, d1, d2, d3, call.in("x", dtype, n), call.out("y", dtype, n)};
+  call.submit([p] { transpose12_cpu(p); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -590,27 +581,8 @@ Napi::Value RepeatKv(const Napi::CallbackInfo& info) {
   int64_t small = outer * kv * inner, big = small * groups;
   const void* x = call.in("x", dtype, backward ? big : small);
   void* y = call.out("y", dtype, backward ? small : big);
-  call.submit([=] {
-    auto run = [&](auto* out, const auto* src) {
-      parallel_for(outer * kv, 4, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; r++) {  // r = (o, j): kv head j of item o
-          int64_t o = r / kv, j = r % kv;
-          if (!backward) {
-            for (int64_t g = 0; g < groups; g++)
-              std::memcpy(out + ((o * kv + j) * groups + g) * inner, src + r * inner, static_cast<size_t>(inner) * sizeof(*out));
-          } else {
-            for (int64_t i = 0; i < inner; i++) {
-              double acc = 0;
-              for (int64_t g = 0; g < groups; g++) acc += static_cast<double>(src[((o * kv + j) * groups + g) * inner + i]);
-              out[r * inner + i] = static_cast<std::remove_reference_t<decltype(*out)>>(acc);
-            }
-          }
-        }
-      });
-    };
-    if (dtype == DType::F64) run(static_cast<double*>(y), static_cast<const double*>(x));
-    else run(static_cast<float*>(y), static_cast<const float*>(x));
-  });
+  RepeatKvParams p{dtype, outer, kv, groups, inner, backward, x, y};
+  call.submit([p] { repeat_kv_cpu(p); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -627,17 +599,8 @@ Napi::Value Sigmoid(const Napi::CallbackInfo& info) {
   const void* x = call.in("x", dtype, n);
   const void* dy = call.in("dy", dtype, n, true);
   void* y = call.out("y", dtype, n);
-  call.submit([=] {
-    auto run = [&](auto* out, const auto* src, const auto* g) {
-      for (int64_t i = 0; i < n; i++) {
-        double v = static_cast<double>(src[i]);
-        double r = g ? static_cast<double>(g[i]) * v * (1.0 - v) : 1.0 / (1.0 + std::exp(-v));
-        out[i] = static_cast<std::remove_reference_t<decltype(*out)>>(r);
-      }
-    };
-    if (dtype == DType::F64) run(static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(dy));
-    else run(static_cast<float*>(y), static_cast<const float*>(x), static_cast<const float*>(dy));
-  });
+  SigmoidParams p{dtype, n, x, dy, y};
+  call.submit([p] { sigmoid_cpu(p); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
