@@ -2,12 +2,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { openSafetensors } from '../../lib/io/safetensors.js';
-import { COMMANDS, run } from '../../lib/cli/main.js';
+import { COMMANDS } from '../../lib/cli/main.js';
+import { events, runCli, sink, writeCorpus } from '../helpers/cli.js';
 import { JsonLog, Progress, formatDuration } from '../../lib/cli/progress.js';
 import { fixturesDir, haveFixtures, projectRoot } from '../helpers/fixtures.js';
 
@@ -41,39 +41,14 @@ function cli(args: string[], o: { onStdout?: (text: string, child: ReturnType<ty
   });
 }
 
-/** A Writable that collects text (for in-process run()). */
-function sink(onWrite?: (all: string) => void): Writable & { text: string } {
-  const w = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      w.text += chunk.toString();
-      onWrite?.(w.text);
-      cb();
-    },
-  }) as Writable & { text: string };
-  w.text = '';
-  return w;
-}
-
-async function inProcess(args: string[], o: { signal?: AbortSignal; onStdout?: (all: string) => void } = {}) {
-  const stdout = sink(o.onStdout);
-  const stderr = sink();
-  const code = await run(args, { stdout, stderr, cwd: projectRoot, ...(o.signal ? { signal: o.signal } : {}) });
-  return { code, stdout: stdout.text, stderr: stderr.text };
-}
-
-const events = (stdout: string) =>
-  stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown> & { event: string });
+const inProcess = runCli;
 
 let tmp: string;
 let corpus: string;
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'ha-cli-'));
   corpus = join(tmp, 'corpus.txt');
-  const para = 'The jury said the election was conducted well and the city deserves praise for the manner of it.';
-  await writeFile(corpus, Array.from({ length: 200 }, (_, i) => `${para} Paragraph ${i}.`).join('\n\n'));
+  await writeCorpus(corpus, 200);
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });

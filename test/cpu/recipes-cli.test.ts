@@ -1,48 +1,23 @@
 /** CLI smoke tests of convert / finetune / diagnose on converted models: usage errors, Ctrl-C (abort) then --resume. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { run } from '../../lib/cli/main.js';
-import { fixturesDir, haveFixtures, projectRoot } from '../helpers/fixtures.js';
+import { events, runCli, writeCorpus } from '../helpers/cli.js';
+import { fixturesDir, haveFixtures } from '../helpers/fixtures.js';
 
 const tiny = join(fixturesDir, 'llama-tiny');
 const tokenizer = join(fixturesDir, 'tokenizer', 'tokenizer.json');
 
-function sink(onWrite?: (all: string) => void): Writable & { text: string } {
-  const w = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      w.text += chunk.toString();
-      onWrite?.(w.text);
-      cb();
-    },
-  }) as Writable & { text: string };
-  w.text = '';
-  return w;
-}
-
-async function cli(args: string[], o: { signal?: AbortSignal; onStdout?: (all: string) => void } = {}) {
-  const stdout = sink(o.onStdout);
-  const stderr = sink();
-  const code = await run(args, { stdout, stderr, cwd: projectRoot, ...(o.signal ? { signal: o.signal } : {}) });
-  return { code, stdout: stdout.text, stderr: stderr.text };
-}
-
-const events = (stdout: string) =>
-  stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown> & { event: string });
+const cli = runCli;
 
 let tmp: string;
 let corpus: string;
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'ha-recipes-cli-'));
   corpus = join(tmp, 'corpus.txt');
-  const para = 'The jury said the election was conducted well and the city deserves praise for the manner of it.';
-  await writeFile(corpus, Array.from({ length: 120 }, (_, i) => `${para} Paragraph ${i}.`).join('\n\n'));
+  await writeCorpus(corpus, 120);
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
