@@ -22,6 +22,7 @@
 #ifndef HA_WITH_CUDA
 #define HA_WITH_CUDA 1
 #endif
+#include "core/cuda_device.cuh"
 #include "core/errors.h"
 #include "ops/feature_map/feature_map.h"
 
@@ -34,23 +35,7 @@ void fm_check(cudaError_t e, const char* what) {
 }
 void fm_check_launch(const char* what) { fm_check(cudaGetLastError(), what); }
 
-__device__ __forceinline__ float ldf(const float* p) { return *p; }
-__device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float ldf(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ void stf(float* p, float x) { *p = x; }
-__device__ __forceinline__ void stf(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void stf(__half* p, float x) { *p = __float2half_rn(x); }
 
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
 
 constexpr int kNT = 256;  // threads per block
 constexpr int kR = 16;    // rows per tile

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cuda_device.cuh"
 #include "ops/hybrid_attention/hybrid_attention.h"
 
 namespace ha {
@@ -102,21 +103,7 @@ __device__ inline int first_row_wlo_gt(const KP& p, int x) {
   return lo;
 }
 
-__device__ __forceinline__ float ldf(const float* p) { return *p; }
-__device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float ldf(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ void stf(float* p, float x) { *p = x; }
-__device__ __forceinline__ void stf(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void stf(__half* p, float x) { *p = __float2half_rn(x); }
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
 
 // Copy rows [row0, row0+nrows) x cols [col0, col0+ncols) of a row-major matrix (row stride ld)
 // into shared fp32 (row stride sld); rows >= valid are zero-filled.

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_device.cuh"
 #include "ops/hybrid_decode/hybrid_decode.h"
 
 namespace ha {
@@ -74,12 +75,6 @@ struct DP {
 
 constexpr int kHybrid = 0, kSwa = 1, kLa = 2, kLaFull = 3, kOverlap = 4, kSinks = 5, kNone = 6;
 
-__device__ __forceinline__ float ldf(const float* p) { return *p; }
-__device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float ldf(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ void stf(float* p, float x) { *p = x; }
-__device__ __forceinline__ void stf(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void stf(__half* p, float x) { *p = __float2half_rn(x); }
 
 __device__ __forceinline__ ll row_start(const DP& p, int b) { return p.cu ? p.cu[b] : (ll)b * p.per_seq; }
 __device__ __forceinline__ ll row_count(const DP& p, int b) {
@@ -97,14 +92,6 @@ __device__ __forceinline__ ll geo_lo(const DP& p, ll n) {
   return lo > 0 ? lo : 0;
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
 // Block-wide reductions (every thread gets the result); `red` holds 32 floats.
 __device__ float block_sum(float x, float* red) {
   x = warp_sum(x);

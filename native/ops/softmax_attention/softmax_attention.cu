@@ -25,6 +25,7 @@
 #ifndef HA_WITH_CUDA
 #define HA_WITH_CUDA 1
 #endif
+#include "core/cuda_device.cuh"
 #include "core/errors.h"
 #include "ops/softmax_attention/softmax_attention.h"
 
@@ -40,12 +41,6 @@ void sa_check_launch(const char* what) { sa_check(cudaGetLastError(), what); }
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-__device__ __forceinline__ float ldf(const float* p) { return *p; }
-__device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float ldf(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ void stf(float* p, float x) { *p = x; }
-__device__ __forceinline__ void stf(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void stf(__half* p, float x) { *p = __float2half_rn(x); }
 
 // Kernel parameters (POD).
 struct KP {
