@@ -102,6 +102,7 @@ interface Row {
   forwardGBps: number;
   forwardRooflinePct: number | null;
   backwardTflops: number;
+  backwardGBps: number;
 }
 
 async function benchShape(shape: HybridShape, dtype: DType, device: Device, runs: number): Promise<Row> {
@@ -149,6 +150,7 @@ async function benchShape(shape: HybridShape, dtype: DType, device: Device, runs
     // % of the roofline: time the bound (max of compute and bandwidth time) over measured time
     forwardRooflinePct: peak ? (100 * Math.max(fwdFlops / (peak.tflops * 1e12), fwdBytes / (peak.gbps * 1e9))) / (forwardMs * 1e-3) : null,
     backwardTflops: hybridBackwardFlops(shape) / (backwardMs * 1e-3) / 1e12,
+    backwardGBps: hybridBackwardBytes(shape, bytes) / (backwardMs * 1e-3) / 1e9,
   };
 }
 

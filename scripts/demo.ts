@@ -49,7 +49,6 @@ import { RECIPES, runRecipe, type RecipeName, type RecipeResult } from '../lib/r
 import { saveConvertedModel } from '../lib/recipes/io.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '..');
 
 interface DemoConfig {
   layers: number;
