@@ -2,7 +2,8 @@
  * hybrid-attention: hybrid linear / sliding-window attention with an exact CPU reference and
  * CUDA kernels, for converting pretrained Transformers and proving which branch does the work.
  */
-export { Tensor, liveTensors, synchronize, disposeAll } from './tensor.js';
+export { Tensor, cudaMemoryStats, liveTensors, synchronize, disposeAll } from './tensor.js';
+export type { CudaMemoryStats } from './native.js';
 export type { Shape, TensorOptions } from './tensor.js';
 export { accumDType, DTYPES } from './dtype.js';
 export type { DType, HostArray } from './dtype.js';

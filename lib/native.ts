@@ -28,6 +28,14 @@ export interface NativeCudaInfo {
 
 type Handles<K extends string> = { [P in K]: NativeTensorHandle };
 
+/** Bytes of the CUDA memory pool (see native/core/cuda_memory.h). */
+export interface CudaMemoryStats {
+  used: number;
+  usedPeak: number;
+  reserved: number;
+  reservedPeak: number;
+}
+
 export interface NativeAddon {
   compiledWithCuda: boolean;
   cpuThreads: number;
@@ -39,6 +47,7 @@ export interface NativeAddon {
   synchronize(a: { device: number }): Promise<void>;
   liveCounters(a: { device: number }): { tensors: number; bytes: number };
   cudaInfo(): NativeCudaInfo;
+  cudaMemoryStats(a?: { reset?: boolean }): CudaMemoryStats;
   eventTimeline(n: number): object;
   recordEvent(timeline: object, i: number): void;
   elapsed(timeline: object): Promise<number[]>;
@@ -78,6 +87,7 @@ export interface NativeAddon {
   copyInto(a: object): Record<string, never>;
   sumRows(a: object): Partial<Handles<'y'>>;
   transpose12(a: object): Handles<'y'>;
+  randomNormal(a: object): Handles<'y'>;
 }
 
 function packageRoot(): string {

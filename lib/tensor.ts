@@ -6,7 +6,7 @@
 import { DTYPE_BYTES, DTYPE_CODE, DTYPES, type DType, type HostArray } from './dtype.js';
 import { DEVICE_CODE, type Device } from './device.js';
 import { DTypeError, DisposedError, InvalidArgumentError, awaitNative, callNative } from './errors.js';
-import { native, type NativeTensorHandle } from './native.js';
+import { native, type CudaMemoryStats, type NativeTensorHandle } from './native.js';
 
 export type Shape = readonly number[];
 
@@ -125,6 +125,26 @@ export class Tensor {
     return Tensor.fromArray(new Float64Array(n).fill(value), shape, options);
   }
 
+  /**
+   * Normal random numbers mean + std * N(0, 1), generated on the tensor's device. Element i
+   * depends only on (seed, i) (counter-based, see native/ops/random/random.h), so the CPU and
+   * CUDA give the same values up to the last bit. dtype: f32/f64 on the CPU, bf16/f16/f32 on CUDA.
+   */
+  static randn(shape: Shape, options: TensorOptions & { mean?: number; std?: number; seed?: number } = {}): Tensor {
+    const dtype = checkDType(options.dtype ?? 'f32', 'dtype');
+    const device = checkDevice(options.device ?? 'cpu', 'device');
+    const n = checkShape(shape, 'shape');
+    const ok = device === 'cpu' ? dtype === 'f64' || dtype === 'f32' : dtype === 'bf16' || dtype === 'f16' || dtype === 'f32';
+    if (!ok) throw new DTypeError(`randn on ${device} makes ${device === 'cpu' ? 'f64 or f32' : 'bf16, f16 or f32'}, got ${dtype}`, 'dtype');
+    const seed = options.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative safe integer, got ${String(seed)}`, 'seed');
+    const mean = options.mean ?? 0, std = options.std ?? 1;
+    if (!Number.isFinite(mean)) throw new InvalidArgumentError(`mean must be finite, got ${String(mean)}`, 'mean');
+    if (!Number.isFinite(std) || std < 0) throw new InvalidArgumentError(`std must be finite and >= 0, got ${String(std)}`, 'std');
+    const r = callNative(() => native.randomNormal({ device: DEVICE_CODE[device], dtype: DTYPE_CODE[dtype], n, seed, mean, std }));
+    return new Tensor(r.y, shape, dtype, device);
+  }
+
   static zeros(shape: Shape, options: TensorOptions = {}): Tensor {
     return Tensor.full(shape, 0, options);
   }
@@ -187,6 +207,16 @@ export class Tensor {
 }
 
 /** Live tensors and bytes on a device: leak tests compare these before and after. */
+/**
+ * GPU memory of the library's pool in bytes: in live allocations (used) and held from the driver
+ * (reserved), now and at the peak since the last reset (torch's max_memory_allocated /
+ * max_memory_reserved). Queued work counts once it has run: synchronize('cuda') first for a
+ * settled number. DeviceError without a usable GPU.
+ */
+export function cudaMemoryStats(o: { resetPeaks?: boolean } = {}): CudaMemoryStats {
+  return callNative(() => native.cudaMemoryStats({ reset: o.resetPeaks === true }));
+}
+
 export function liveTensors(device: Device = 'cpu'): { tensors: number; bytes: number } {
   return native.liveCounters({ device: DEVICE_CODE[device] });
 }

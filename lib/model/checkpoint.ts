@@ -1,7 +1,8 @@
 /**
  * Training checkpoints: trainable parameters and AdamW state as one safetensors file, written
  * atomically (temp file + rename), restored bit-exactly into existing tensors.
- * Tensors: param.<name>, exp_avg.<name>, exp_avg_sq.<name>; metadata: step, options, extra.
+ * Tensors: param.<name> (the fp32 master weight of a 16-bit parameter), exp_avg.<name>,
+ * exp_avg_sq.<name>; metadata: step, options, extra.
  */
 import type { DType } from '../dtype.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -15,7 +16,7 @@ const ST_DTYPE: Partial<Record<DType, SafetensorsDtype>> = { f32: 'F32', f64: 'F
 
 function groups(opt: AdamWOptimizer): [string, Map<string, Tensor>][] {
   return [
-    ['param', opt.params],
+    ['param', opt.masters],
     ['exp_avg', opt.expAvg],
     ['exp_avg_sq', opt.expAvgSq],
   ];
@@ -56,6 +57,7 @@ export async function loadTrainingState(path: string, opt: AdamWOptimizer): Prom
         }
       // Everything read and checked before anything is overwritten.
       for (const [dst, src] of pending) copyInto(dst, src);
+      for (const n of opt.names) opt.syncParam(n);
     } finally {
       for (const [, src] of pending) src.dispose();
     }

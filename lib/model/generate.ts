@@ -31,10 +31,10 @@ export async function greedyGenerate(model: LlamaModel, prompt: readonly number[
   try {
     for (let step = 0; step < o.maxNewTokens; step++) {
       const input = caches && step > 0 ? [seq.slice(-1)] : [seq];
-      const { logits } = model.forward(input, caches ? { caches, positionOffset: step > 0 ? seq.length - 1 : 0 } : {});
+      const { logits } = model.forward(input, { lastPositionOnly: true, ...(caches ? { caches, positionOffset: step > 0 ? seq.length - 1 : 0 } : {}) });
       const all = await logits.toArray();
       logits.dispose();
-      const next = argmaxLast(all, input[0]!.length, V);
+      const next = argmaxLast(all, 1, V);
       seq.push(next);
       if (o.eosTokenIds?.includes(next)) break;
     }

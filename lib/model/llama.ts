@@ -28,10 +28,11 @@ import { expectChoice } from '../ops/validate.js';
 import { loadConfig, ropeInvFreq, type LlamaConfig } from './config.js';
 import { LlamaBlock, disposeActivations, plainProjections, type BlockActivations, type ParamMap } from './llama-block.js';
 import { loadWeights, parameterSpecs } from './weights.js';
+import { modelDType, type ModelDType } from './model-dtype.js';
 
 export interface LlamaLoadOptions {
-  /** Compute dtype; checkpoints of any float dtype are widened to it. Default 'f32'. */
-  dtype?: 'f32' | 'f64';
+  /** Compute dtype (f32/f64 on the CPU; bf16/f16/f32 on CUDA); checkpoints of any float dtype are converted to it. Default f32 on the CPU, bf16 on CUDA. */
+  dtype?: ModelDType;
   device?: Device;
   /** Attention kernel per layer (default causal softmax): where hybrid/linear layers plug in. */
   attention?: (layer: number, config: LlamaConfig) => AttentionKernel;
@@ -51,6 +52,8 @@ export interface ForwardOptions {
   caches?: readonly AttentionCache[];
   /** SSD keep masks for this pass, one entry per layer ([B, H] tensor or B*H numbers; undefined keeps every head). */
   keep?: SsdKeep;
+  /** Logits of each row's last position only ([B, 1, V]): generation skips the [B, T, V] lm_head of a prompt. Not with train. */
+  lastPositionOnly?: boolean;
 }
 
 /** Per-layer SSD keep masks (see drawSsdKeep). */
@@ -124,9 +127,8 @@ export class LlamaModel {
 
   /** Reads config.json and model.safetensors(.index.json) from `dir`, tensor by tensor. */
   static async load(dir: string, options: LlamaLoadOptions = {}): Promise<LlamaModel> {
-    const dtype = options.dtype ?? 'f32';
     const device = options.device ?? 'cpu';
-    if (dtype !== 'f32' && dtype !== 'f64') throw new InvalidArgumentError(`dtype must be 'f32' or 'f64', got '${String(dtype)}'`, 'dtype');
+    const dtype = modelDType(options.dtype, device);
     const config = await loadConfig(join(dir, 'config.json'));
     const params = await loadWeights(dir, parameterSpecs(config), { dtype, device });
     return new LlamaModel(config, params, dtype, device, options.attention);
@@ -196,8 +198,18 @@ export class LlamaModel {
    * activations are kept for backward({dlogits}). The caller owns the returned tensors.
    */
   forward(input: TokenBatch, o: ForwardOptions = {}): { logits: Tensor; hiddenStates?: Tensor[] } {
+    if (o.lastPositionOnly && o.train) throw new InvalidArgumentError('lastPositionOnly cannot be combined with train', 'lastPositionOnly');
     const r = this.trunk(input, o);
-    const logits = linear(r.hf, this.params.get(this.lmHeadName)!);
+    const [B, T] = r.shape;
+    let head = r.hf;
+    if (o.lastPositionOnly && T > 1) {
+      // Rows b*T + T-1 of [B*T, D], gathered by the embedding kernel (a row lookup).
+      const last = Tensor.fromArray(Int32Array.from({ length: B }, (_, b) => b * T + T - 1), [B, 1], { dtype: 'i32', device: this.device });
+      head = embedding(last, r.hf.reshape([B * T, this.config.hiddenSize]));
+      last.dispose();
+    }
+    const logits = linear(head, this.params.get(this.lmHeadName)!);
+    if (head !== r.hf) head.dispose();
     if (r.pending) this.pending = r.pending;
     else r.hf.dispose();
     return { logits, ...(r.hidden ? { hiddenStates: r.hidden } : {}) };

@@ -1,12 +1,15 @@
 /**
  * AdamW over a model's trainable parameters (by HF name), with global gradient-norm clipping.
- * On the CPU the parameters are computed in f32 (or f64), so they are their own fp32 master
- * weights; moments have the parameter's dtype. (A bf16 CUDA path would keep f32 masters here
- * and cast after each step.)
+ * f32/f64 parameters are their own master weights and moments have their dtype. 16-bit
+ * parameters (bf16/f16 models on CUDA) get fp32 master weights and fp32 moments here: each step
+ * widens the gradient, updates the master in fp32 and rounds it once into the parameter, so
+ * small updates accumulate instead of vanishing in bf16's 8-bit mantissa.
  */
 import { InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { adamwStep, clipGradNorm, gradNorm, type AdamWHyper } from '../ops/adamw.js';
+import { copyInto } from '../ops/elementwise.js';
+import { isHalfPrecision } from './model-dtype.js';
 import type { ParamMap } from './llama-block.js';
 
 export interface AdamWOptions extends AdamWHyper {
@@ -19,6 +22,8 @@ export class AdamWOptimizer {
   stepCount = 0;
   readonly expAvg: ParamMap = new Map();
   readonly expAvgSq: ParamMap = new Map();
+  /** fp32 master weights: the parameter itself unless it is 16-bit. */
+  readonly masters: ParamMap = new Map();
 
   constructor(
     readonly params: ParamMap,
@@ -29,8 +34,10 @@ export class AdamWOptimizer {
     for (const n of names) {
       const p = params.get(n);
       if (!p) throw new InvalidArgumentError(`unknown parameter '${n}'`, 'names');
-      this.expAvg.set(n, Tensor.zeros(p.shape, { dtype: p.dtype, device: p.device }));
-      this.expAvgSq.set(n, Tensor.zeros(p.shape, { dtype: p.dtype, device: p.device }));
+      const master = isHalfPrecision(p.dtype) ? p.cast('f32') : p;
+      this.masters.set(n, master);
+      this.expAvg.set(n, Tensor.zeros(p.shape, { dtype: master.dtype, device: p.device }));
+      this.expAvgSq.set(n, Tensor.zeros(p.shape, { dtype: master.dtype, device: p.device }));
     }
   }
 
@@ -46,13 +53,16 @@ export class AdamWOptimizer {
     });
     const normT = this.options.maxGradNorm !== undefined ? clipGradNorm(gs, this.options.maxGradNorm) : gradNorm(gs);
     this.stepCount++;
-    this.names.forEach((n, i) =>
-      adamwStep(
-        { param: this.params.get(n)!, grad: gs[i]!, expAvg: this.expAvg.get(n)!, expAvgSq: this.expAvgSq.get(n)! },
-        { ...this.options, lr },
-        this.stepCount,
-      ),
-    );
+    this.names.forEach((n, i) => {
+      const param = this.params.get(n)!;
+      const master = this.masters.get(n)!;
+      const grad = master === param ? gs[i]! : gs[i]!.cast(master.dtype);
+      adamwStep({ param: master, grad, expAvg: this.expAvg.get(n)!, expAvgSq: this.expAvgSq.get(n)! }, { ...this.options, lr }, this.stepCount);
+      if (master !== param) {
+        grad.dispose();
+        this.syncParam(n);
+      }
+    });
     try {
       return (await normT.toArray())[0]!;
     } finally {
@@ -60,7 +70,19 @@ export class AdamWOptimizer {
     }
   }
 
+  /** Rounds a master weight into its 16-bit parameter (after a step or a checkpoint restore). */
+  syncParam(name: string): void {
+    const param = this.params.get(name)!;
+    const master = this.masters.get(name)!;
+    if (master === param) return;
+    const rounded = master.cast(param.dtype);
+    copyInto(param, rounded);
+    rounded.dispose();
+  }
+
   dispose(): void {
     for (const t of [...this.expAvg.values(), ...this.expAvgSq.values()]) t.dispose();
+    for (const [n, m] of this.masters) if (m !== this.params.get(n)) m.dispose();
+    this.masters.clear();
   }
 }

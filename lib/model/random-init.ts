@@ -6,7 +6,8 @@ import type { Device } from '../device.js';
 import { Tensor } from '../tensor.js';
 import { parseConfig, type LlamaConfig } from './config.js';
 import { LlamaModel, type LlamaLoadOptions } from './llama.js';
-import { LoraRng } from './lora.js';
+import { modelDType, type ModelDType } from './model-dtype.js';
+import { InvalidArgumentError } from '../errors.js';
 import { parameterSpecs } from './weights.js';
 
 /** A small LlamaForCausalLM config; `overrides` are config.json keys (e.g. { attention_bias: true }). */
@@ -29,7 +30,8 @@ export function tinyLlamaConfig(overrides: Record<string, unknown> = {}): LlamaC
 }
 
 export interface RandomModelOptions {
-  dtype?: 'f32' | 'f64';
+  /** Default f32 on the CPU, bf16 on CUDA (see modelDType). */
+  dtype?: ModelDType;
   device?: Device;
   seed?: number;
   /** Weight std (default 0.1); biases use std too, norms 1 + std * N(0, 1). */
@@ -37,21 +39,25 @@ export interface RandomModelOptions {
   attention?: LlamaLoadOptions['attention'];
 }
 
+/**
+ * Weights drawn on the model's device (Tensor.randn: parameter k of the checkpoint order uses
+ * seed * 2^20 + k), so even an 8B-parameter shape is synthesised without host traffic.
+ */
 export function randomLlamaModel(config: LlamaConfig, o: RandomModelOptions = {}): LlamaModel {
-  const rng = new LoraRng((o.seed ?? 0) >>> 0);
-  const std = o.std ?? 0.1;
-  const dtype = o.dtype ?? 'f32';
   const device = o.device ?? 'cpu';
-  const normal = () => {
-    const u = Math.max(rng.next(), 1e-300);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
-  };
+  const dtype = modelDType(o.dtype, device);
+  const std = o.std ?? 0.1;
+  const seed = o.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new InvalidArgumentError(`seed must be an integer in [0, 2^32), got ${String(seed)}`, 'seed');
   const params = new Map<string, Tensor>();
-  for (const s of parameterSpecs(config)) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    const isNorm = /norm\.weight$/.test(s.name);
-    const data = Float64Array.from({ length: n }, () => (isNorm ? 1 + std * normal() : std * normal()));
-    params.set(s.name, Tensor.fromArray(data, s.shape, { dtype, device }));
+  try {
+    parameterSpecs(config).forEach((s, k) => {
+      const mean = /norm\.weight$/.test(s.name) ? 1 : 0;
+      params.set(s.name, Tensor.randn(s.shape, { dtype, device, mean, std, seed: seed * 2 ** 20 + k }));
+    });
+  } catch (e) {
+    for (const t of params.values()) t.dispose();
+    throw e;
   }
   return new LlamaModel(config, params, dtype, device, o.attention);
 }

@@ -151,12 +151,11 @@ async function generateGroup(model: LlamaModel, seqs: number[][], promptLen: num
   try {
     for (let step = 0; step < o.maxNewTokens && !done.every(Boolean); step++) {
       const input = caches && step > 0 ? work.map((s) => s.slice(-1)) : work;
-      const T = input[0]!.length;
-      const { logits } = model.forward(input, caches ? { caches, positionOffset: step > 0 ? work[0]!.length - 1 : 0 } : {});
+      const { logits } = model.forward(input, { lastPositionOnly: true, ...(caches ? { caches, positionOffset: step > 0 ? work[0]!.length - 1 : 0 } : {}) });
       const all = await logits.toArray();
       logits.dispose();
       for (let b = 0; b < B; b++) {
-        const row = all.subarray((b * T + T - 1) * V, (b * T + T) * V);
+        const row = all.subarray(b * V, (b + 1) * V);
         const next = done[b] ? work[b]!.at(-1)! : sampleToken(row, o, rngs[b]!);
         work[b]!.push(next);
         if (done[b]) continue;

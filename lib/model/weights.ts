@@ -1,13 +1,14 @@
 /**
  * Llama parameter names/shapes (Hugging Face names) and streaming them from a checkpoint: one
- * tensor read, widened (bf16/f16 -> f32 on the CPU) and uploaded at a time.
+ * tensor read, converted (bf16/f16 -> f32 on the CPU; bytes as they are when the file already
+ * holds the model's dtype) and uploaded at a time.
  */
 import type { DType } from '../dtype.js';
 import type { Device } from '../device.js';
-import { InvalidArgumentError } from '../errors.js';
 import { openCheckpoint, type TensorReader } from '../io/safetensors.js';
 import { Tensor } from '../tensor.js';
 import type { LlamaConfig } from './config.js';
+import { modelDType } from './model-dtype.js';
 
 export interface ParamSpec {
   name: string;
@@ -54,14 +55,13 @@ export interface LoadWeightsOptions {
  * ignored. On failure every tensor uploaded so far is freed.
  */
 export async function loadWeights(path: string | TensorReader, specs: readonly ParamSpec[], o: LoadWeightsOptions): Promise<Map<string, Tensor>> {
-  if (o.dtype !== 'f32' && o.dtype !== 'f64') throw new InvalidArgumentError(`dtype must be f32 or f64, got ${String(o.dtype)}`, 'dtype');
+  modelDType(o.dtype, o.device);
   const reader = typeof path === 'string' ? await openCheckpoint(path) : path;
   const out = new Map<string, Tensor>();
   try {
     for (const s of specs) reader.info(s.name, { shape: s.shape, dtype: ['F32', 'BF16', 'F16', 'F64'] }); // fail fast, before reading
     for (const s of specs) {
-      const host = o.dtype === 'f64' ? await reader.readF64(s.name, { shape: s.shape }) : await reader.readF32(s.name, { shape: s.shape });
-      out.set(s.name, Tensor.fromArray(host, s.shape, { dtype: o.dtype, device: o.device }));
+      out.set(s.name, await readParam(reader, s, o));
     }
     return out;
   } catch (e) {
@@ -70,4 +70,14 @@ export async function loadWeights(path: string | TensorReader, specs: readonly P
   } finally {
     if (typeof path === 'string') await reader.close();
   }
+}
+
+const FILE_DTYPE: Partial<Record<DType, string>> = { f64: 'F64', f32: 'F32', bf16: 'BF16', f16: 'F16' };
+
+/** One parameter in the model's dtype: raw bytes when the file matches it, else one rounding. */
+async function readParam(reader: TensorReader, s: ParamSpec, o: LoadWeightsOptions): Promise<Tensor> {
+  const info = reader.info(s.name, { shape: s.shape });
+  if (info.dtype === FILE_DTYPE[o.dtype]) return Tensor.fromBytes(await reader.read(s.name), s.shape, { dtype: o.dtype, device: o.device });
+  const host = o.dtype === 'f64' ? await reader.readF64(s.name, { shape: s.shape }) : await reader.readF32(s.name, { shape: s.shape });
+  return Tensor.fromArray(host, s.shape, { dtype: o.dtype, device: o.device });
 }

@@ -27,7 +27,7 @@ export interface AdamWState {
 
 /** One update; `step` is the count after this update (1 first); gradScale multiplies grad. */
 export function adamwStep(s: AdamWState, hyper: AdamWHyper, step: number, gradScale = 1): void {
-  const param = leadTensor(s.param, 'param', 'adamwStep');
+  const param = leadTensor(s.param, 'param');
   const base = opBase(param);
   const n = param.numel;
   for (const name of ['grad', 'expAvg', 'expAvgSq'] as const) expectNumel(sameAs(s[name], name, base), name, n, 'one per parameter element');
@@ -51,7 +51,7 @@ export function adamwStep(s: AdamWState, hyper: AdamWHyper, step: number, gradSc
 
 function normCall(tensors: readonly Tensor[], maxNorm: number): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) throw new InvalidArgumentError('tensors must be a non-empty array of tensors', 'tensors');
-  const first = leadTensor(tensors[0], 'tensors[0]', 'gradNorm');
+  const first = leadTensor(tensors[0], 'tensors[0]');
   const base = opBase(first);
   tensors.forEach((t, i) => sameAs(t, `tensors[${i}]`, base));
   const res = callNative(() => native.gradNorm({ ...base.codes, maxNorm, tensors: tensors.map((t) => t.handle) }));

@@ -40,8 +40,8 @@ export function nextTokenTargets(ids: ArrayLike<number>, batch: number, seqlen: 
   return out;
 }
 
-function prepare(logits: Tensor, targets: Tensor, options: Required<CrossEntropyOptions>, op: string) {
-  const tl = leadTensor(logits, 'logits', op, 2);
+function prepare(logits: Tensor, targets: Tensor, options: Required<CrossEntropyOptions>) {
+  const tl = leadTensor(logits, 'logits', 2);
   const base = opBase(tl);
   const [rows, vocab] = tl.shape as [number, number];
   const tt = int32On(targets, 'targets', base);
@@ -51,7 +51,7 @@ function prepare(logits: Tensor, targets: Tensor, options: Required<CrossEntropy
 
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): { loss: Tensor; saved: CrossEntropySaved } {
   const o = resolve(options);
-  const p = prepare(logits, targets, o, 'crossEntropy');
+  const p = prepare(logits, targets, o);
   const res = callNative(() => native.crossEntropyForward(p.args));
   const lse = new Tensor(res.lse, [p.rows], accumDType(p.base.dtype), p.base.device);
   return { loss: new Tensor(res.loss, [1], 'f64', p.base.device), saved: { logits: p.tl, targets: p.tt, lse, options: o } };
@@ -59,7 +59,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
 
 /** dlogits = (softmax - onehot) dloss / norm; ignored rows get 0. */
 export function crossEntropyBackward(saved: CrossEntropySaved, dloss = 1): Tensor {
-  const p = prepare(saved.logits, saved.targets, saved.options, 'crossEntropyBackward');
+  const p = prepare(saved.logits, saved.targets, saved.options);
   const lse = sameAs(saved.lse, 'lse', { ...p.base, dtype: accumDType(p.base.dtype) });
   const res = callNative(() => native.crossEntropyBackward({ ...p.args, lse: lse.handle, dloss: expectFinite(dloss, 'dloss') }));
   return new Tensor(res.dlogits, p.tl.shape, p.base.dtype, p.base.device);
@@ -74,8 +74,8 @@ export interface ChunkedCrossEntropySaved {
   options: Required<CrossEntropyOptions>;
 }
 
-function prepareChunked(hidden: Tensor, weight: Tensor, targets: Tensor, vocabChunk: number, o: Required<CrossEntropyOptions>, op: string) {
-  const th = leadTensor(hidden, 'hidden', op, 2);
+function prepareChunked(hidden: Tensor, weight: Tensor, targets: Tensor, vocabChunk: number, o: Required<CrossEntropyOptions>) {
+  const th = leadTensor(hidden, 'hidden', 2);
   const base = opBase(th);
   const [rows, dim] = th.shape as [number, number];
   const tw = sameAs(weight, 'weight', base, 2);
@@ -96,7 +96,7 @@ export function chunkedCrossEntropy(
 ): { loss: Tensor; saved: ChunkedCrossEntropySaved } {
   const o = resolve(options);
   const vocabChunk = options.vocabChunk ?? 0;
-  const p = prepareChunked(hidden, weight, targets, vocabChunk, o, 'chunkedCrossEntropy');
+  const p = prepareChunked(hidden, weight, targets, vocabChunk, o);
   const res = callNative(() => native.chunkedCrossEntropyForward(p.args));
   const lse = new Tensor(res.lse, [p.rows], accumDType(p.base.dtype), p.base.device);
   return {
@@ -110,7 +110,7 @@ export function chunkedCrossEntropyBackward(
   saved: ChunkedCrossEntropySaved,
   options: { dloss?: number; dweight?: Tensor } = {},
 ): { dhidden: Tensor; dweight: Tensor } {
-  const p = prepareChunked(saved.hidden, saved.weight, saved.targets, saved.vocabChunk, saved.options, 'chunkedCrossEntropyBackward');
+  const p = prepareChunked(saved.hidden, saved.weight, saved.targets, saved.vocabChunk, saved.options);
   const lse = sameAs(saved.lse, 'lse', { ...p.base, dtype: accumDType(p.base.dtype) });
   const args: Record<string, unknown> = { ...p.args, lse: lse.handle, dloss: expectFinite(options.dloss ?? 1, 'dloss') };
   if (options.dweight !== undefined) {

@@ -18,7 +18,7 @@ export function checkTokenIds(ids: ArrayLike<number>, vocab: number, name = 'inp
 
 /** out [...ids.shape, D] = weight[ids]. */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
-  const tw = leadTensor(weight, 'weight', 'embedding', 2);
+  const tw = leadTensor(weight, 'weight', 2);
   const base = opBase(tw);
   const tid = int32On(ids, 'ids', base);
   const [V, D] = tw.shape as [number, number];
@@ -28,7 +28,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
 
 /** dweight [V, D] (new, or added into `options.dweight`): scatter-add of dout rows by id. */
 export function embeddingBackward(ids: Tensor, dout: Tensor, vocab: number, options: { dweight?: Tensor } = {}): Tensor {
-  const td = leadTensor(dout, 'dout', 'embeddingBackward');
+  const td = leadTensor(dout, 'dout');
   const base = opBase(td);
   const tid = expectTensor(ids, 'ids', { dtype: 'i32', device: base.device });
   if (!Number.isInteger(vocab) || vocab < 1) throw new InvalidArgumentError(`vocab must be a positive integer, got ${String(vocab)}`, 'vocab');

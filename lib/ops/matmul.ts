@@ -25,7 +25,7 @@ export interface MatmulOptions {
  * every batch item). Returns a new tensor, or `out` updated in place.
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
-  const ta = leadTensor(a, 'a', 'matmul');
+  const ta = leadTensor(a, 'a');
   const base = opBase(ta);
   const tb = sameAs(b, 'b', base);
   for (const [t, name] of [[ta, 'a'], [tb, 'b']] as const)
@@ -68,7 +68,7 @@ export interface LinearSaved {
 
 /** y [..., out] = x [..., in] W^T + bias, W [out, in] (torch.nn.Linear). */
 export function linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
-  const tx = leadTensor(x, 'x', 'linear');
+  const tx = leadTensor(x, 'x');
   const base = opBase(tx);
   const tw = sameAs(w, 'w', base, 2);
   const [outF, inF] = tw.shape as [number, number];
@@ -102,7 +102,7 @@ export interface LinearGradOptions {
 
 /** Gradients of y = x W^T + b: dx = dy W, dW = dy^T x, db = sum over rows of dy. */
 export function linearBackward(x: Tensor, w: Tensor, dy: Tensor, options: LinearGradOptions = {}): { dx?: Tensor; dw?: Tensor; db?: Tensor } {
-  const tx = leadTensor(x, 'x', 'linearBackward');
+  const tx = leadTensor(x, 'x');
   const base = opBase(tx);
   const tw = sameAs(w, 'w', base, 2);
   const [outF, inF] = tw.shape as [number, number];

@@ -1,12 +1,12 @@
 /**
  * Shared checks of the Llama runtime ops: the first tensor fixes dtype and device (the device is
- * a property of the tensors, never an argument), and ops without a CUDA kernel yet say so.
+ * a property of the tensors, never an argument).
  */
 import { DTYPE_CODE, type DType } from '../dtype.js';
 import { DEVICE_CODE, type Device } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import { expectBackendDType, expectCpuOnly, expectTensor } from './validate.js';
+import { expectBackendDType, expectTensor } from './validate.js';
 
 export interface OpBase {
   dtype: DType;
@@ -15,23 +15,10 @@ export interface OpBase {
   codes: { device: number; dtype: number };
 }
 
-/** Ops (by the name they pass to leadTensor) that have CUDA kernels (native/ops/<op>/<op>.cu). */
-const CUDA_OPS: ReadonlySet<string> = new Set([
-  'matmul', 'linear', 'linearBackward',
-  'rmsNorm', 'rmsNormBackward',
-  'rope', 'ropeBackward',
-  'swiglu', 'swigluBackward',
-  'embedding', 'embeddingBackward',
-  'crossEntropy', 'crossEntropyBackward', 'chunkedCrossEntropy', 'chunkedCrossEntropyBackward',
-  'adamwStep', 'gradNorm',
-  'add', 'mul', 'scale', 'fill', 'accumulate', 'sumRows',
-]);
-
 /** Validates the leading float tensor of an op and returns its dtype/device. */
-export function leadTensor(value: unknown, name: string, op: string, rank?: number): Tensor {
+export function leadTensor(value: unknown, name: string, rank?: number): Tensor {
   const t = expectTensor(value, name, rank === undefined ? {} : { rank });
   expectBackendDType(t.dtype, t.device, name);
-  if (!CUDA_OPS.has(op)) expectCpuOnly(t.device, op, name);
   return t;
 }
 

@@ -17,7 +17,7 @@ const addon = native as unknown as {
 
 /** x [B, Hkv, T, d] -> a new [B, Hkv * groups, T, d] (head h reads kv head floor(h / groups)). */
 export function repeatKv(x: Tensor, groups: number): Tensor {
-  const t = leadTensor(x, 'x', 'repeatKv', 4);
+  const t = leadTensor(x, 'x', 4);
   expectInteger(groups, 'groups', 1);
   const [B, Hkv, T, d] = t.shape as [number, number, number, number];
   const base = opBase(t);
@@ -27,7 +27,7 @@ export function repeatKv(x: Tensor, groups: number): Tensor {
 
 /** dy [B, H, T, d] -> dx [B, H / groups, T, d]: each kv head gets the sum of its group's gradients. */
 export function repeatKvBackward(dy: Tensor, groups: number): Tensor {
-  const t = leadTensor(dy, 'dy', 'repeatKv', 4);
+  const t = leadTensor(dy, 'dy', 4);
   expectInteger(groups, 'groups', 1);
   const [B, H, T, d] = t.shape as [number, number, number, number];
   if (H % groups !== 0) throw new InvalidArgumentError(`dy has ${H} heads, not a multiple of groups ${groups}`, 'dy');
@@ -38,7 +38,7 @@ export function repeatKvBackward(dy: Tensor, groups: number): Tensor {
 
 /** 1 / (1 + exp(-x)), elementwise. */
 export function sigmoid(x: Tensor): Tensor {
-  const t = leadTensor(x, 'x', 'sigmoid');
+  const t = leadTensor(x, 'x');
   const base = opBase(t);
   const r = callNative(() => addon.sigmoid({ ...base.codes, n: t.numel, x: t.handle }));
   return new Tensor(r.y, t.shape, base.dtype, base.device);
@@ -46,7 +46,7 @@ export function sigmoid(x: Tensor): Tensor {
 
 /** Given y = sigmoid(x) and dy: dx = dy * y * (1 - y). */
 export function sigmoidBackward(y: Tensor, dy: Tensor): Tensor {
-  const t = leadTensor(y, 'y', 'sigmoid');
+  const t = leadTensor(y, 'y');
   const base = opBase(t);
   const g = sameAs(dy, 'dy', base);
   expectNumel(g, 'dy', t.numel, `y is [${t.shape.join(', ')}]`);

@@ -13,8 +13,8 @@ export interface RmsNormSaved {
   eps: number;
 }
 
-function prepare(x: Tensor, w: Tensor, eps: number, op: string) {
-  const tx = leadTensor(x, 'x', op);
+function prepare(x: Tensor, w: Tensor, eps: number) {
+  const tx = leadTensor(x, 'x');
   const base = opBase(tx);
   if (tx.rank < 1) throw new InvalidArgumentError('x must have rank >= 1', 'x');
   const dim = tx.shape[tx.rank - 1]!;
@@ -27,7 +27,7 @@ function prepare(x: Tensor, w: Tensor, eps: number, op: string) {
 
 /** y = x rstd w with rstd = 1/sqrt(mean(x^2) + eps) per row. Dispose `rstd` with the saved state. */
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; saved: RmsNormSaved } {
-  const p = prepare(x, w, eps, 'rmsNorm');
+  const p = prepare(x, w, eps);
   const res = callNative(() => native.rmsNormForward(p.args));
   const y = new Tensor(res.y, p.tx.shape, p.base.dtype, p.base.device);
   const rstd = new Tensor(res.rstd, [p.rows], accumDType(p.base.dtype), p.base.device);
@@ -36,7 +36,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; saved: 
 
 /** dx, and dw (new, or added into `options.dw` in place). */
 export function rmsNormBackward(saved: RmsNormSaved, dy: Tensor, options: { dw?: Tensor } = {}): { dx: Tensor; dw: Tensor } {
-  const p = prepare(saved.x, saved.w, saved.eps, 'rmsNormBackward');
+  const p = prepare(saved.x, saved.w, saved.eps);
   const rstd = sameAs(saved.rstd, 'rstd', { ...p.base, dtype: accumDType(p.base.dtype) });
   const tdy = sameAs(dy, 'dy', p.base);
   expectShape(tdy, 'dy', p.tx.shape);

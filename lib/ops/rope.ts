@@ -16,8 +16,8 @@ export interface RopeTables {
   invFreq: Tensor;
 }
 
-function prepare(x: Tensor, name: string, tables: RopeTables, op: string) {
-  const tx = leadTensor(x, name, op, 4);
+function prepare(x: Tensor, name: string, tables: RopeTables) {
+  const tx = leadTensor(x, name, 4);
   const base: OpBase = opBase(tx);
   const [B, H, T, D] = tx.shape as [number, number, number, number];
   if (D % 2 !== 0) throw new InvalidArgumentError(`${name} has head dim ${D}; rope needs an even one`, name);
@@ -30,14 +30,14 @@ function prepare(x: Tensor, name: string, tables: RopeTables, op: string) {
 
 /** Rotates x [B, H, T, D] by pos * invFreq. */
 export function rope(x: Tensor, tables: RopeTables): Tensor {
-  const p = prepare(x, 'x', tables, 'rope');
+  const p = prepare(x, 'x', tables);
   const res = callNative(() => native.ropeForward({ ...p.args, x: p.tx.handle }));
   return new Tensor(res.y, p.tx.shape, p.base.dtype, p.base.device);
 }
 
 /** The backward is the inverse rotation of dy. */
 export function ropeBackward(dy: Tensor, tables: RopeTables): Tensor {
-  const p = prepare(dy, 'dy', tables, 'ropeBackward');
+  const p = prepare(dy, 'dy', tables);
   const res = callNative(() => native.ropeBackward({ ...p.args, dy: p.tx.handle }));
   return new Tensor(res.dx, p.tx.shape, p.base.dtype, p.base.device);
 }

@@ -5,8 +5,8 @@ import { Tensor } from '../tensor.js';
 import { expectShape } from './validate.js';
 import { leadTensor, opBase, sameAs } from './op-args.js';
 
-function prepare(gate: Tensor, up: Tensor, op: string) {
-  const tg = leadTensor(gate, 'gate', op);
+function prepare(gate: Tensor, up: Tensor) {
+  const tg = leadTensor(gate, 'gate');
   const base = opBase(tg);
   const tu = sameAs(up, 'up', base);
   expectShape(tu, 'up', tg.shape, 'same as gate');
@@ -14,13 +14,13 @@ function prepare(gate: Tensor, up: Tensor, op: string) {
 }
 
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  const p = prepare(gate, up, 'swiglu');
+  const p = prepare(gate, up);
   const res = callNative(() => native.swigluForward(p.args));
   return new Tensor(res.y, p.tg.shape, p.base.dtype, p.base.device);
 }
 
 export function swigluBackward(gate: Tensor, up: Tensor, dy: Tensor): { dgate: Tensor; dup: Tensor } {
-  const p = prepare(gate, up, 'swigluBackward');
+  const p = prepare(gate, up);
   const tdy = sameAs(dy, 'dy', p.base);
   expectShape(tdy, 'dy', p.tg.shape);
   const res = callNative(() => native.swigluBackward({ ...p.args, dy: tdy.handle }));

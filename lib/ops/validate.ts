@@ -4,7 +4,7 @@
  */
 import { accumDType, type DType } from '../dtype.js';
 import type { Device } from '../device.js';
-import { DTypeError, DeviceError, InvalidArgumentError, NotImplementedError } from '../errors.js';
+import { DTypeError, DeviceError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 
 /** Checks that `value` is a live tensor of the given rank, dtype and device. */
@@ -62,11 +62,6 @@ export function expectBackendDType(dtype: DType, device: Device, name: string): 
       `the ${device} backend computes in ${device === 'cpu' ? 'f64 or f32' : 'bf16, f16 or f32'}, got ${dtype} (cast first)`,
       name,
     );
-}
-
-/** For ops whose CUDA kernels are not in this build yet. */
-export function expectCpuOnly(device: Device, op: string, name: string): void {
-  if (device !== 'cpu') throw new NotImplementedError(`${op} has no CUDA kernel yet: run it on the cpu`, name);
 }
 
 /**

@@ -1,6 +1,7 @@
-// Bindings of the Llama runtime's CPU kernels: matmul/linear, RMSNorm, RoPE, SwiGLU, embedding,
-// cross-entropy (plain and chunked), AdamW, gradient norm/clipping, elementwise basics, and a
-// head transpose. The TS wrappers (lib/ops/*.ts) validate first; these checks are the backstop.
+// Bindings of the Llama runtime's kernels (CPU and CUDA): matmul/linear, RMSNorm, RoPE, SwiGLU,
+// embedding, cross-entropy (plain and chunked), AdamW, gradient norm/clipping, elementwise
+// basics, the head transpose, GQA repeat-kv, sigmoid and normal random numbers. The TS wrappers
+// (lib/ops/*.ts) validate first; these checks are the backstop.
 #include <cstring>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "ops/elementwise/elementwise.h"
 #include "ops/embedding/embedding.h"
 #include "ops/matmul/matmul.h"
+#include "ops/random/random.h"
 #include "ops/repeat_kv/repeat_kv.h"
 #include "ops/rms_norm/rms_norm.h"
 #include "ops/rope/rope.h"
@@ -37,11 +39,6 @@ DType backend_dtype(OpCall& call) {
   return t;
 }
 
-DType float_dtype(OpCall& call, const char* op) {
-  DType t = dtype_prop(call.args());
-  require_cpu_float(call, t, op);
-  return t;
-}
 
 // ---------------------------------------------------------------- matmul / linear
 
@@ -515,12 +512,19 @@ Napi::Value CopyInto(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   OpCall call(info[0].As<Napi::Object>());
   DType dtype = dtype_prop(call.args());
-  if (call.device() != Device::CPU) throw Error(ErrorCode::NotImplemented, "copyInto has no CUDA path yet", "device");
   int64_t n = nonneg(call.args(), "n");
   const void* src = call.in("a", dtype, n);
   void* dst = call.inout("y", dtype, n);
   int64_t bytes = n * dtype_size(dtype);
-  call.submit([src, dst, bytes] { std::memcpy(dst, src, static_cast<size_t>(bytes)); });
+  call.submit([src, dst, bytes, dev = call.device()] {
+#ifdef HA_WITH_CUDA
+    if (dev != Device::CPU) {
+      cuda_copy_device_to_device(dst, src, bytes);
+      return;
+    }
+#endif
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+  });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -554,12 +558,10 @@ Napi::Value Transpose12(const Napi::CallbackInfo& info) {
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
   DType dtype = dtype_prop(a);
-  if (call.device() != Device::CPU)
-    throw Error(ErrorCode::NotImplemented, "transpose12 has no CUDA kernel yet: run it on the cpu", "device");
   int64_t d0 = nonneg(a, "d0"), d1 = nonneg(a, "d1"), d2 = nonneg(a, "d2"), d3 = nonneg(a, "d3");
   int64_t n = d0 * d1 * d2 * d3;
   Transpose12Params p{dtype, d0, d1, d2, d3, call.in("x", dtype, n), call.out("y", dtype, n)};
-  call.submit([p] { transpose12_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, transpose12_cpu, transpose12_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -574,7 +576,7 @@ Napi::Value RepeatKv(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
-  DType dtype = float_dtype(call, "repeatKv");
+  DType dtype = backend_dtype(call);
   int64_t outer = nonneg(a, "outer"), kv = nonneg(a, "kvHeads"), groups = nonneg(a, "groups"), inner = nonneg(a, "inner");
   if (groups < 1) throw Error(ErrorCode::InvalidArgument, "groups must be >= 1", "groups");
   bool backward = bool_prop(a, "backward", false);
@@ -582,7 +584,7 @@ Napi::Value RepeatKv(const Napi::CallbackInfo& info) {
   const void* x = call.in("x", dtype, backward ? big : small);
   void* y = call.out("y", dtype, backward ? small : big);
   RepeatKvParams p{dtype, outer, kv, groups, inner, backward, x, y};
-  call.submit([p] { repeat_kv_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, repeat_kv_cpu, repeat_kv_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -594,13 +596,33 @@ Napi::Value Sigmoid(const Napi::CallbackInfo& info) {
   HA_BINDING_TRY
   OpCall call(info[0].As<Napi::Object>());
   const Napi::Object& a = call.args();
-  DType dtype = float_dtype(call, "sigmoid");
+  DType dtype = backend_dtype(call);
   int64_t n = nonneg(a, "n");
   const void* x = call.in("x", dtype, n);
   const void* dy = call.in("dy", dtype, n, true);
   void* y = call.out("y", dtype, n);
   SigmoidParams p{dtype, n, x, dy, y};
-  call.submit([p] { sigmoid_cpu(p); });
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, sigmoid_cpu, sigmoid_cuda); });
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
+// ---------------------------------------------------------------- random normal
+
+// y = mean + std * N(0, 1), element i a function of (seed, i) only (see random.h).
+Napi::Value RandomNormal(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  const Napi::Object& a = call.args();
+  RandomNormalParams p;
+  p.dtype = backend_dtype(call);
+  p.n = nonneg(a, "n");
+  p.seed = static_cast<uint64_t>(nonneg(a, "seed"));
+  p.mean = number_prop(a, "mean");
+  p.std = number_prop(a, "std");
+  p.y = call.out("y", p.dtype, p.n);
+  call.submit([p, dev = call.device()] { HA_DISPATCH(dev, p, random_normal_cpu, random_normal_cuda); });
   return call.result(env);
   HA_BINDING_CATCH(env)
 }
@@ -631,6 +653,7 @@ void init_llama_ops_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("transpose12", Napi::Function::New(env, Transpose12));
   exports.Set("repeatKv", Napi::Function::New(env, RepeatKv));
   exports.Set("sigmoid", Napi::Function::New(env, Sigmoid));
+  exports.Set("randomNormal", Napi::Function::New(env, RandomNormal));
 }
 
 }  // namespace ha::binding

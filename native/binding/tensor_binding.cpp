@@ -8,6 +8,7 @@
 #include "binding/args.h"
 #include "binding/completion.h"
 #include "binding/tensor_binding.h"
+#include "core/cuda_memory.h"
 #include "core/cuda_backend.h"
 #include "ops/cast/cast.h"
 
@@ -161,6 +162,21 @@ Napi::Value LiveCounters(const Napi::CallbackInfo& info) {
   HA_BINDING_CATCH(env)
 }
 
+// { used, usedPeak, reserved, reservedPeak } bytes of the CUDA pool; { reset: true } restarts the peaks.
+Napi::Value CudaMemoryStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  bool reset = info.Length() > 0 && info[0].IsObject() && bool_prop(info[0].As<Napi::Object>(), "reset", false);
+  CudaMemoryStats s = cuda_memory_stats(reset);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("used", Napi::Number::New(env, static_cast<double>(s.used)));
+  o.Set("usedPeak", Napi::Number::New(env, static_cast<double>(s.used_peak)));
+  o.Set("reserved", Napi::Number::New(env, static_cast<double>(s.reserved)));
+  o.Set("reservedPeak", Napi::Number::New(env, static_cast<double>(s.reserved_peak)));
+  return o;
+  HA_BINDING_CATCH(env)
+}
+
 Napi::Value CudaInfoJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CudaInfo c = cuda_info();
@@ -241,6 +257,7 @@ void init_tensor_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("liveCounters", Napi::Function::New(env, LiveCounters));
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfoJs));
+  exports.Set("cudaMemoryStats", Napi::Function::New(env, CudaMemoryStatsJs));
   exports.Set("eventTimeline", Napi::Function::New(env, EventTimeline));
   exports.Set("recordEvent", Napi::Function::New(env, RecordEvent));
   exports.Set("elapsed", Napi::Function::New(env, Elapsed));

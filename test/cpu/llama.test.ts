@@ -3,24 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolve } from 'node:path';
 import { LlamaModel } from '../../lib/model/llama.js';
 import { greedyGenerate } from '../../lib/model/generate.js';
-import { openSafetensors } from '../../lib/io/safetensors.js';
 import { fixturesDir, haveFixtures, relErr, type HostTensor } from '../helpers/fixtures.js';
-
-/** Like loadFixture, but int32 tensors (input_ids, greedy_ids) are read too. */
-async function loadExpected(rel: string): Promise<Map<string, HostTensor>> {
-  const f = await openSafetensors(resolve(fixturesDir, rel));
-  try {
-    const out = new Map<string, HostTensor>();
-    for (const name of f.names) {
-      const info = f.info(name);
-      const data = info.dtype === 'I32' ? Float64Array.from((await f.readArray(name)) as Int32Array) : await f.readF64(name);
-      out.set(name, { shape: [...info.shape], data });
-    }
-    return out;
-  } finally {
-    await f.close();
-  }
-}
+import { loadExpected, tokenRows } from '../helpers/llama-fixtures.js';
 
 const report: Record<string, number> = {};
 
@@ -33,9 +17,7 @@ for (const variant of ['llama-tiny', 'llama-tiny-bf16'] as const) {
     beforeAll(async () => {
       model = await LlamaModel.load(resolve(fixturesDir, variant), { dtype: 'f32' });
       exp = await loadExpected(`${variant}/expected.safetensors`);
-      const x = exp.get('input_ids')!;
-      const [B, T] = x.shape as [number, number];
-      ids = Array.from({ length: B }, (_, b) => Array.from(x.data.subarray(b * T, (b + 1) * T)));
+      ids = tokenRows(exp.get('input_ids')!);
     });
     afterAll(() => model?.dispose());
 
@@ -52,6 +34,16 @@ for (const variant of ['llama-tiny', 'llama-tiny-bf16'] as const) {
       }
       logits.dispose();
       hiddenStates!.forEach((t) => t.dispose());
+    });
+
+    it('lastPositionOnly: the last row of the full logits', async () => {
+      const full = await model.forward(ids).logits.toArray();
+      const last = model.forward(ids, { lastPositionOnly: true }).logits;
+      const V = model.config.vocabSize, T = ids[0]!.length;
+      expect(last.shape).toEqual([ids.length, 1, V]);
+      const got = await last.toArray();
+      ids.forEach((_, b) => expect(Array.from(got.subarray(b * V, (b + 1) * V))).toEqual(Array.from(full.subarray((b * T + T - 1) * V, (b * T + T) * V))));
+      expect(() => model.forward(ids, { lastPositionOnly: true, train: true })).toThrow(/lastPositionOnly/);
     });
 
     for (const chunked of [false, true]) {

@@ -8,6 +8,7 @@ import {
   InvalidArgumentError,
   OutOfMemoryError,
   Tensor,
+  cudaMemoryStats,
   disposeAll,
   hybridAttention,
   liveTensors,
@@ -122,6 +123,7 @@ describe('Tensor', () => {
     if (!info.cudaAvailable) {
       expect(info.cudaUnavailableReason).toBeTruthy();
       expect(() => resolveDevice('cuda')).toThrow(DeviceError);
+      expect(() => cudaMemoryStats()).toThrow(DeviceError);
       const lines: string[] = [];
       expect(resolveDevice('auto', (l) => lines.push(l))).toBe('cpu');
       expect(lines.length).toBeLessThanOrEqual(1);
@@ -133,6 +135,37 @@ describe('Tensor', () => {
     expect(() => resolveDevice('auto')).toThrow(DeviceError);
     if (saved === undefined) delete process.env.HYBRID_ATTENTION_DEVICE;
     else process.env.HYBRID_ATTENTION_DEVICE = saved;
+  });
+});
+
+describe('Tensor.randn', () => {
+  it('is counter-based: deterministic per (seed, index), prefix-stable, with the right moments', async () => {
+    const a = await Tensor.randn([200_000], { seed: 7, dtype: 'f64' }).toArray();
+    const b = await Tensor.randn([1000], { seed: 7, dtype: 'f64' }).toArray();
+    expect(Array.from(b)).toEqual(Array.from(a.subarray(0, 1000)));
+    const c = await Tensor.randn([1000], { seed: 8, dtype: 'f64' }).toArray();
+    expect(Array.from(c)).not.toEqual(Array.from(b));
+    let m = 0, v = 0, k4 = 0;
+    for (const x of a) m += x;
+    m /= a.length;
+    for (const x of a) {
+      v += (x - m) ** 2;
+      k4 += (x - m) ** 4;
+    }
+    v /= a.length;
+    k4 /= a.length * v * v;
+    expect(Math.abs(m)).toBeLessThan(0.01); // 4.5 sigma of the mean
+    expect(Math.abs(v - 1)).toBeLessThan(0.015);
+    expect(Math.abs(k4 - 3)).toBeLessThan(0.06); // normal, not uniform (1.8)
+    const s = await Tensor.randn([1000], { seed: 7, dtype: 'f32', mean: 2, std: 0.5 }).toArray();
+    s.forEach((x, i) => expect(x).toBe(Math.fround(2 + 0.5 * b[i]!)));
+  });
+
+  it('rejects bad arguments by name', () => {
+    expect(() => Tensor.randn([2], { seed: -1 })).toThrow(InvalidArgumentError);
+    expect(() => Tensor.randn([2], { std: -1 })).toThrow(/std/);
+    expect(() => Tensor.randn([2], { dtype: 'bf16' })).toThrow(DTypeError);
+    expect(() => Tensor.randn([2], { dtype: 'i32' })).toThrow(DTypeError);
   });
 });
 

@@ -21,4 +21,9 @@ struct RepeatKvParams {
 
 void repeat_kv_cpu(const RepeatKvParams& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA (repeat_kv.cu): bf16, f16 or f32; the backward sums each group in order.
+void repeat_kv_cuda(const RepeatKvParams& p, void* stream);
+#endif
+
 }  // namespace ha

@@ -18,4 +18,9 @@ struct SigmoidParams {
 
 void sigmoid_cpu(const SigmoidParams& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA (sigmoid.cu): bf16, f16 or f32; arithmetic in float (16-bit) or double (f32).
+void sigmoid_cuda(const SigmoidParams& p, void* stream);
+#endif
+
 }  // namespace ha

@@ -17,4 +17,9 @@ struct Transpose12Params {
 
 void transpose12_cpu(const Transpose12Params& p);
 
+#ifdef HA_WITH_CUDA
+// CUDA (transpose.cu): any dtype; coalesced writes, rows moved in 16/8/4/2-byte pieces.
+void transpose12_cuda(const Transpose12Params& p, void* stream);
+#endif
+
 }  // namespace ha
