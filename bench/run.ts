@@ -29,6 +29,9 @@ interface Args {
   gemm?: boolean;
   gemmPeers?: string;
   decode?: boolean;
+  model?: boolean;
+  modelPeers?: string;
+  scale?: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -43,8 +46,11 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--peers') args.peers = argv[++i];
     else if (a === '--gemm') args.gemm = true; // the CUDA GEMM vs torch.matmul instead (bench/gemm.ts)
     else if (a === '--gemm-peers') args.gemmPeers = argv[++i];
+    else if (a === '--model') args.model = true; // ~110M-parameter Llama forward+backward tokens/s (bench/model.ts)
+    else if (a === '--model-peers') args.modelPeers = argv[++i];
+    else if (a === '--scale') args.scale = true; // Llama-3-8B-shaped build, generation and LoRA step (bench/model.ts)
     else if (a === '--help') {
-      console.log('usage: npm run bench -- [--json] [--device auto|cpu|cuda] [--quick] [--peers peers.json]');
+      console.log('usage: npm run bench -- [--json] [--device auto|cpu|cuda] [--quick] [--peers peers.json] | --decode | --gemm [--gemm-peers g.json] | --model [--model-peers m.json] | --scale');
       process.exit(0);
     } else {
       console.error(`bench: unknown argument ${a}`);
@@ -158,6 +164,13 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.gemm) return void (await (await import('./gemm.js')).runGemmBench({ peers: args.gemmPeers, json: args.json }));
   if (args.decode) return runDecodeBench(args);
+  if (args.model || args.scale) {
+    if (args.device !== 'cuda') throw new Error('--model and --scale run on CUDA (--device cuda)');
+    const m = await import('./model.js');
+    if (args.model) await m.runModelBench({ json: args.json, ...(args.modelPeers ? { peers: args.modelPeers } : {}) });
+    if (args.scale) await m.runScaleBench({ json: args.json });
+    return;
+  }
   const info = runtimeInfo();
   const card = args.device === 'cuda' ? info.gpu!.name : `CPU (${cpus()[0]?.model ?? 'unknown'}, ${info.cpuThreads} threads)`;
   const shapes: HybridShape[] =

@@ -144,23 +144,23 @@ class SoftmaxKvCache implements AttentionCache {
   attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
     const { batch: B, heads: H, headDim: d } = this.shape;
     const T = q.shape[2]!;
-    const opts = { mode: 'swa' as const, ...(this.scale === undefined ? {} : { scale: this.scale }) };
+    if (!this.started) {
+      // The prompt: flash-style causal attention for its outputs, and the cache filled in
+      // parallel (no token-by-token walk over the prompt).
+      this.state.prefillState({ k, v, fk: this.features([B, H, T]) });
+      this.started = true;
+      const r = softmaxAttention({ q, k, v }, this.scale === undefined ? {} : { scale: this.scale });
+      r.lse.dispose();
+      return r.y;
+    }
+    if (T !== 1) throw new InvalidArgumentError('after the prompt, the KV cache takes one token per step', 'q');
     // gamma cancels in mode swa; uploaded once so no step owns a temporary.
     const gamma = this.gamma ?? (this.gamma = Tensor.full([H], 0.5, { dtype: accumDType(this.shape.dtype), device: this.shape.device }));
-    let out;
-    if (!this.started) {
-      const f = this.features([B, H, T]);
-      out = this.state.prefill({ q, k, v, fq: f, fk: f, gamma }, opts);
-      this.started = true;
-    } else {
-      if (T !== 1) throw new InvalidArgumentError('after the prompt, the KV cache takes one token per step', 'q');
-      const f = this.features([B, H]);
-      const tok = (t: Tensor) => t.reshape([B, t.shape[1]!, d]); // [B, h, 1, d] is [B, h, d] in memory
-      out = this.state.step({ q: tok(q), k: tok(k), v: tok(v), fq: f, fk: f, gamma }, opts);
-    }
-    const y = out.y.reshape([B, H, T, d]);
+    const f = this.features([B, H]);
+    const tok = (t: Tensor) => t.reshape([B, t.shape[1]!, d]); // [B, h, 1, d] is [B, h, d] in memory
+    const out = this.state.step({ q: tok(q), k: tok(k), v: tok(v), fq: f, fk: f, gamma }, { mode: 'swa', ...(this.scale === undefined ? {} : { scale: this.scale }) });
     for (const s of Object.values(out.stats)) s.dispose();
-    return y;
+    return out.y.reshape([B, H, T, d]);
   }
 
   dispose(): void {

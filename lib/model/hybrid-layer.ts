@@ -307,7 +307,8 @@ export class HybridAttentionKernel implements AttentionKernel {
     return featureMap(inputs, { kind: this.featureKind, act: this.act });
   }
 
-  private options() {
+  /** The hybridAttention options of this layer (its window, mode, geometry, sinks, lambda, scale). */
+  options() {
     return { window: this.window, mode: this.mode, geometry: this.geometry, sinks: this.sinks, lambda: this.lambda, ...(this.scale === undefined ? {} : { scale: this.scale }) };
   }
 
@@ -415,10 +416,13 @@ export class HybridDecodeCache implements AttentionCache {
     const temps: Tensor[] = [kRep, gamma, fq.phi, fk.phi];
     try {
       if (!this.started) {
-        const out = this.state.prefill({ q, k, v, fq: fq.phi, fk: fk.phi, gamma }, opts);
+        // The prompt: the parallel (chunked) kernel for its outputs, the state built in parallel.
+        this.state.prefillState({ k, v, fk: fk.phi });
         this.started = true;
-        Object.values(out.stats).forEach((t: Tensor) => t.dispose());
-        return out.y;
+        const r = hybridAttention({ q, k, v, fq: fq.phi, fk: fk.phi, gamma }, kr.options());
+        r.saved.owned.forEach((t) => t.dispose());
+        Object.values(r.stats).forEach((t: Tensor) => t.dispose());
+        return r.y;
       }
       // Token-major packing for step(): [B, h, T, x] -> [B, T, h, x] -> [B*T, h, x].
       const pack = (t: Tensor) => {

@@ -15,7 +15,8 @@ import { swiglu, swigluBackward } from '../../lib/ops/swiglu.js';
 import { embedding, embeddingBackward } from '../../lib/ops/embedding.js';
 import { crossEntropy, crossEntropyBackward, chunkedCrossEntropy, chunkedCrossEntropyBackward } from '../../lib/ops/cross-entropy.js';
 import { adamwStep, clipGradNorm, gradNorm } from '../../lib/ops/adamw.js';
-import { accumulate, add, fillLike, mul, scale, sumRows } from '../../lib/ops/elementwise.js';
+import { accumulate, add, copyInto, fillLike, mul, scale, sumRows, transpose12 } from '../../lib/ops/elementwise.js';
+import { repeatKv, repeatKvBackward, sigmoid, sigmoidBackward } from '../../lib/ops/repeat-kv.js';
 import { Rng } from '../helpers/fixtures.js';
 import { gpuAvailable } from './gpu-env.js';
 
@@ -324,6 +325,43 @@ describe.skipIf(!gpuAvailable)('CUDA Llama ops vs the CPU f64 reference', () => 
         disposeAll([A, Bt, X, INTO, Y, r]);
         return out;
       });
+    });
+
+    it(`transpose12, copyInto, repeatKv (forward, backward), sigmoid (forward, backward) ${dtype}`, async () => {
+      const rng = freshRng();
+      const [B, T, H, D] = [2, 37, 6, 40]; // rows of 80 bytes in 16-bit: the 16-byte pieces path; D = 3 below: 2-byte pieces
+      const x = await rounded(rng.normals(B * T * H * D), dtype);
+      const odd = await rounded(rng.normals(B * T * H * 3), dtype);
+      const logits = await rounded(rng.normals(500, 3), dtype);
+      const g = await rounded(rng.normals(500), dtype);
+      await check('data movement and GQA', dtype, async (dt, dev) => {
+        const X = put(x, [B, T, H, D], dt, dev), O = put(odd, [B, T, H, 3], dt, dev);
+        const tr = transpose12(X), tro = transpose12(O);
+        const back = transpose12(tr);
+        const kv = put(x, [B, 3, T * 2, D], dt, dev); // 3 kv heads, repeated x2
+        const rep = repeatKv(kv, 2);
+        const red = repeatKvBackward(X.reshape([B, 6, T, D]), 3);
+        const dst = fillLike(X, 0);
+        copyInto(dst, back);
+        const L = put(logits, [500], dt, dev), G = put(g, [500], dt, dev);
+        const sg = sigmoid(L);
+        const dsg = sigmoidBackward(sg, G);
+        const out: Outputs = { tr: await read(tr), tro: await read(tro), copy: await read(dst), rep: await read(rep), red: await read(red), sg: await read(sg), dsg: await read(dsg) };
+        disposeAll([X, O, tr, tro, back, kv, rep, red, dst, L, G, sg, dsg]);
+        return out;
+      }, ['tr', 'tro', 'copy', 'rep']);
+    });
+
+    it(`Tensor.randn ${dtype}: the CUDA stream equals the CPU one`, async () => {
+      const cpu = await Tensor.randn([100_003], { seed: 11, mean: 0.5, std: 2, dtype: 'f64' }).toArray();
+      const gpu = Tensor.randn([100_003], { seed: 11, mean: 0.5, std: 2, dtype, device: 'cuda' });
+      const low = await rounded(Float64Array.from(cpu), dtype);
+      const got = await read(gpu);
+      gpu.dispose();
+      // same element stream: at most one unit of the dtype apart (log/cos may differ in the last f64 bit)
+      let worst = 0;
+      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - low[i]!) / Math.max(1, Math.abs(low[i]!)));
+      expect(worst).toBeLessThanOrEqual(UNIT[dtype]!);
     });
   }
 

@@ -6,7 +6,8 @@ import { openSafetensors } from '../../lib/io/safetensors.js';
 import { Tensor, type DType, type Device } from '../../lib/index.js';
 
 export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const fixturesDir = resolve(projectRoot, '..', 'shared', 'fixtures');
+/** ../shared/fixtures, or HYBRID_ATTENTION_FIXTURES (the GPU machine gets a copy: ../shared does not travel there). */
+export const fixturesDir = process.env.HYBRID_ATTENTION_FIXTURES ? resolve(process.env.HYBRID_ATTENTION_FIXTURES) : resolve(projectRoot, '..', 'shared', 'fixtures');
 export const haveFixtures = existsSync(fixturesDir);
 
 export interface HostTensor {
