@@ -18,8 +18,8 @@
  *
  * Usage: npm run demo -- [--config small|large|tiny] [--out DIR] [--pretrain] [--methods a,b]
  * small (default) runs on the CPU in about 10 minutes on 2 cores; large pretrains its own
- * teacher and converts on the GPU when one is usable (ops not implemented on the GPU fall back
- * to the CPU with a one-line notice); tiny is a seconds-long smoke test on a random model.
+ * teacher, converts and diagnoses on the GPU when one is usable (bf16, fp32 master weights),
+ * else on the CPU; tiny is a seconds-long smoke test on a random model.
  */
 import { existsSync, rmSync } from 'node:fs';
 import { mkdir, writeFile, readFile } from 'node:fs/promises';
@@ -43,7 +43,6 @@ import { parseConfig } from '../lib/model/config.js';
 import { Tensor } from '../lib/tensor.js';
 import { STATE_FILE, randomLlamaParams } from '../lib/cli/commands/pretrain.js';
 import { resolveDevice, type Device } from '../lib/device.js';
-import { NotImplementedError } from '../lib/errors.js';
 import { datasetSource } from '../lib/recipes/data.js';
 import { RECIPES, runRecipe, type RecipeName, type RecipeResult } from '../lib/recipes/methods.js';
 import { saveConvertedModel } from '../lib/recipes/io.js';
@@ -190,8 +189,8 @@ async function writeTrainingCorpus(path: string, tokenizer: Tokenizer): Promise<
 }
 
 /** The `hybrid-attention pretrain` arguments that produce the teacher (recorded in scripts/demo/README.md). */
-function pretrainArgs(configFile: string, corpusFile: string, tokPath: string, outDir: string): string[] {
-  return ['pretrain', '--config', configFile, '--data', corpusFile, '--tokenizer', tokPath, '--out', outDir, '--steps', String(cfg.pretrainSteps),
+function pretrainArgs(configFile: string, corpusFile: string, tokPath: string, outDir: string, device: Device): string[] {
+  return ['pretrain', '--device', device, '--config', configFile, '--data', corpusFile, '--tokenizer', tokPath, '--out', outDir, '--steps', String(cfg.pretrainSteps),
     '--seq-len', String(cfg.seqLen), '-b', String(cfg.batch), '--lr', String(cfg.pretrainLr), '--warmup', '100', '--min-lr', String(cfg.pretrainLr / 10),
     '--val-fraction', '0.02', '--eval-every', '500', '--save-every', '500', '--shuffle-buffer', '64', '--doc-split', 'paragraph'];
 }
@@ -233,7 +232,7 @@ async function main(): Promise<void> {
   } else if (retrain || values.fresh || !existsSync(join(teacherDir, 'model.safetensors'))) {
     const cfgFile = join(out, `teacher-${configName}.config.json`);
     await writeFile(cfgFile, teacherConfigJson(cfg));
-    const args = pretrainArgs(cfgFile, corpusFile, tokPath, teacherDir);
+    const args = pretrainArgs(cfgFile, corpusFile, tokPath, teacherDir, device);
     log(`pretraining the teacher (${cfg.pretrainSteps} steps of ${cfg.batch} x ${cfg.seqLen} tokens): hybrid-attention ${args.join(' ')}`);
     rmSync(teacherDir, { recursive: true, force: true });
     const tp = Date.now();
@@ -264,7 +263,7 @@ async function main(): Promise<void> {
     // conversions add parameters in place: every load gets its own copy of the seeded init
     return new LlamaModel(parseConfig(JSON.parse(configJson)), randomLlamaParams(parseConfig(JSON.parse(configJson)), 0), 'f32', 'cpu');
   };
-  const teacher = await loadTeacher('cpu');
+  const teacher = await loadTeacher(device);
   const baseReport = await diagnose(scorerFromModel(teacher, { maxBatch: 4 }), modeControlFor(teacher), tasks, { window: cfg.window, tokenizer, batchSize: 4, modelName: 'teacher', signal: ac.signal });
   teacher.dispose();
   const base = baseReport.modes[0]!.metrics;
@@ -278,9 +277,7 @@ async function main(): Promise<void> {
   const stageSeconds: Record<string, number> = {};
   for (const method of methods) {
     const tm = Date.now();
-    let dev = device;
-    let model = await loadTeacher(dev);
-    let result: RecipeResult;
+    const model = await loadTeacher(device);
     const ftSteps = method === 'hedgecats' ? Math.ceil(cfg.finetuneSteps / 2) : cfg.finetuneSteps;
     const opts = {
       window: cfg.window,
@@ -293,16 +290,7 @@ async function main(): Promise<void> {
           log(`${method} ${p.stage} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(4)}` : ''}${p.gap !== undefined ? ` gap ${p.gap.toFixed(4)}` : ''} (${p.tokensPerSec.toFixed(0)} tok/s)`);
       },
     };
-    try {
-      result = await runRecipe(method, model, data, opts);
-    } catch (e) {
-      if (!(e instanceof NotImplementedError) || dev === 'cpu') throw e;
-      log(`note: ${e.message.split('\n')[0]} on ${dev}; running ${method} on the CPU instead`);
-      model.dispose();
-      dev = 'cpu';
-      model = await loadTeacher(dev);
-      result = await runRecipe(method, model, data, opts);
-    }
+    const result = await runRecipe(method, model, data, opts);
     if (result.interrupted) throw new Error('interrupted');
     recipes[method] = result;
     const tr = result.transfer?.curve;

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Device } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
+import type { ModelDType } from '../model/model-dtype.js';
 import { Tensor } from '../tensor.js';
 import { copyInto } from '../ops/elementwise.js';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -152,7 +153,7 @@ export async function readConversionInfo(dir: string): Promise<ConversionInfo> {
  * described, their feature maps and gammas, and unmerged LoRA adapters. A directory without
  * conversion.json loads as a plain (softmax) model.
  */
-export async function loadConvertedModel(dir: string, o: { dtype?: 'f32' | 'f64'; device?: Device } = {}): Promise<{ model: LlamaModel; info?: ConversionInfo }> {
+export async function loadConvertedModel(dir: string, o: { dtype?: ModelDType; device?: Device } = {}): Promise<{ model: LlamaModel; info?: ConversionInfo }> {
   const model = await LlamaModel.load(dir, o);
   if (!isConvertedModelDir(dir)) return { model };
   try {

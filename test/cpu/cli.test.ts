@@ -84,7 +84,9 @@ describe('help and usage errors', () => {
       [['diagnose', tiny, '--window', '0', '--passkey', '1'], /--window must be >= 1/],
       [['diagnose', tiny], /nothing to evaluate/],
       [['pretrain', '--data', corpus], /exactly one of --model DIR or --config FILE/],
-      [['pretrain', '--model', tiny, '--data', corpus, '--out', tmp, '--dtype', 'f16'], /--dtype must be one of f32, f64/],
+      [['pretrain', '--model', tiny, '--data', corpus, '--out', tmp, '--device', 'cpu', '--dtype', 'f16'], /--dtype f16 does not run on cpu: dtype must be one of f32, f64 on cpu/],
+      [['generate', tiny, '--ids', '1', '--dtype', 'f8'], /--dtype must be one of f32, f64, bf16, f16, got 'f8'/],
+      [['diagnose', tiny, '--passkey', '1', '--device', 'gpu0'], /--device must be one of auto, cpu, cuda, got 'gpu0'/],
       [['convert', tiny, '--method', 'magic', '-o', tmp], /--method must be one of lolcats, linear-only, hedgecats, ssd/],
       [['pretrain', '--model', tiny, '--steps'], /argument missing/],
     ];

@@ -4,6 +4,9 @@ import { Writable } from 'node:stream';
 import { run } from '../../lib/cli/main.js';
 import { projectRoot } from './fixtures.js';
 
+// The CPU suite runs the CLI on the CPU even where a GPU is usable (--device auto would pick it).
+process.env.HYBRID_ATTENTION_DEVICE ??= 'cpu';
+
 /** A Writable that collects text. */
 export function sink(onWrite?: (all: string) => void): Writable & { text: string } {
   const w = new Writable({

@@ -18,7 +18,9 @@ import { RECIPES, runRecipe, FINETUNE_STATE, TRANSFER_STATE, type RecipeName, ty
 import { saveConvertedModel } from '../../recipes/io.js';
 import type { ProgressInfo } from '../../recipes/loop.js';
 import { UsageError, bool, choice, num, str, type ParsedValues } from '../args.js';
-import { DATA_OPTIONS, corpusFromFlags, loadTokenizer } from '../common.js';
+import { DATA_OPTIONS, RUNTIME_OPTIONS, corpusFromFlags, loadTokenizer, runtimeFromFlags } from '../common.js';
+import type { Device } from '../../device.js';
+import type { ModelDType } from '../../model/model-dtype.js';
 import { EXIT, type CliCommand, type CliContext } from '../context.js';
 import { Progress } from '../progress.js';
 
@@ -36,12 +38,13 @@ export interface ConversionRequest {
   tokenizer?: string;
   /** Merge LoRA into the saved base weights. */
   merge?: boolean;
-  dtype?: 'f32' | 'f64';
+  dtype?: ModelDType;
+  device?: Device;
 }
 
 /** The back-end of `convert`: loads the base model, runs the recipe, saves the converted model (unless interrupted). */
 export async function runConversionRecipe(req: ConversionRequest): Promise<RecipeResult> {
-  const model = await LlamaModel.load(req.model, { dtype: req.dtype ?? 'f32' });
+  const model = await LlamaModel.load(req.model, { ...(req.dtype ? { dtype: req.dtype } : {}), ...(req.device ? { device: req.device } : {}) });
   try {
     const result = await runRecipe(req.method, model, req.data, { ...req.options, checkpointDir: req.out });
     await writeFile(join(req.out, 'result.json'), JSON.stringify(result, null, 1) + '\n');
@@ -66,7 +69,7 @@ export const TRAIN_DATA_OPTIONS = {
   'save-every': { type: 'string', value: 'N', description: 'checkpoint every N steps (0: when stopped and at the end)', default: '0' },
   seed: { type: 'string', value: 'N', description: 'seed of the split, inits and SSD draws', default: '0' },
   'shuffle-buffer': { type: 'string', value: 'N', description: 'shuffle training sequences through a buffer of N (0: corpus order)', default: '0' },
-  dtype: { type: 'string', value: 'f32|f64', description: 'compute dtype', default: 'f32' },
+  ...RUNTIME_OPTIONS,
   resume: { type: 'boolean', description: 'continue from the checkpoints in --out' },
 } as const;
 
@@ -173,7 +176,7 @@ export const convertCommand: CliCommand = {
     const seed = num(values, 'seed', { int: true })!;
     const gamma = num(values, 'gamma', { positive: true, max: 1 })!;
     const granularity = choice(values, 'ssd-granularity', SSD_GRANULARITIES)!;
-    const dtype = choice(values, 'dtype', ['f32', 'f64'] as const)!;
+    const { device, dtype } = runtimeFromFlags(values, ctx);
     const winList = str(values, 'ssd-windows');
     const windowStages = winList?.split(',').map((s) => Number(s.trim()));
     if (windowStages && windowStages.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--ssd-windows must be a comma-separated list of integers >= 1, got '${winList}'`);
@@ -211,7 +214,7 @@ export const convertCommand: CliCommand = {
       ...(method === 'linear-only' ? { inference: { gamma, overlap: bool(values, 'overlap') } } : {}),
     };
     if (method !== 'ssd' && (str(values, 'ssd-windows') || values['ssd-granularity'] !== 'layer')) throw new UsageError('--ssd-granularity / --ssd-windows apply to --method ssd only');
-    const result = await runConversionRecipe({ method, model: modelDir, out, data, options, dtype, merge: bool(values, 'merge'), ...(tokenizerPath ? { tokenizer: tokenizerPath } : {}) });
+    const result = await runConversionRecipe({ method, model: modelDir, out, data, options, dtype, device, merge: bool(values, 'merge'), ...(tokenizerPath ? { tokenizer: tokenizerPath } : {}) });
     await writeRecipeCurves(out, result);
     if (result.interrupted) {
       prog.finish(`convert interrupted; checkpoint in ${out}; continue with --resume`);

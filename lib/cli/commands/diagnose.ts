@@ -15,7 +15,7 @@ import { reportFigures } from '../../eval/svg.js';
 import { scorerFromModel } from '../../eval/scoring.js';
 import { collectGammas, collectLaShare, hasLaStats, modelWindow } from '../../eval/la-stats.js';
 import { UsageError, bool, choice, num, str, strs } from '../args.js';
-import { DATA_OPTIONS, corpusFromFlags, loadTokenizer } from '../common.js';
+import { DATA_OPTIONS, RUNTIME_OPTIONS, corpusFromFlags, loadTokenizer, runtimeFromFlags } from '../common.js';
 import { EXIT, type CliCommand } from '../context.js';
 import { Progress } from '../progress.js';
 
@@ -42,7 +42,7 @@ export const diagnoseCommand: CliCommand = {
       out: { type: 'string', short: 'o', value: 'FILE', description: 'write the report as JSON' },
       'svg-dir': { type: 'string', value: 'DIR', description: 'write SVG figures (metric by mode, LA share) there' },
       'batch-size': { type: 'string', value: 'B', description: 'sequences per forward', default: '1' },
-      dtype: { type: 'string', value: 'f32|f64', description: 'compute dtype', default: 'f32' },
+      ...RUNTIME_OPTIONS,
       json: { type: 'boolean', description: 'print the report as JSON instead of the table' },
     },
     notes: [
@@ -61,7 +61,7 @@ export const diagnoseCommand: CliCommand = {
     const batchSize = num(values, 'batch-size', { int: true, min: 1 })!;
     const maxItems = num(values, 'max-items', { int: true, min: 1 });
     const split = choice(values, 'split', ['all', 'train', 'validation'] as const)! as SplitName;
-    const dtype = choice(values, 'dtype', ['f32', 'f64'] as const)!;
+    const { device, dtype } = runtimeFromFlags(values, ctx);
     const valFraction = num(values, 'val-fraction', { min: 0, max: 0.999 })!;
     const taskFiles = strs(values, 'tasks').map((f) => resolve(ctx.cwd, f));
     const hasCorpus = strs(values, 'data').length > 0 || bool(values, 'brown');
@@ -93,7 +93,7 @@ export const diagnoseCommand: CliCommand = {
       }
     }
     // a converted model directory (conversion.json) loads with its hybrid layers; others as softmax
-    const { model } = await loadConvertedModel(dir, { dtype });
+    const { model } = await loadConvertedModel(dir, { dtype, device });
     try {
       const window = windowArg ?? modelWindow(model) ?? 64;
       const passkey = nPass > 0 ? passkeyItems({ tokenizer, window, count: nPass, seed }) : [];

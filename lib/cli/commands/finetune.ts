@@ -16,6 +16,9 @@ import type { BatchSource } from '../../recipes/data.js';
 import { UsageError, bool, choice, num, str } from '../args.js';
 import { EXIT, type CliCommand } from '../context.js';
 import { TRAIN_DATA_OPTIONS, dataFromFlags, recipeProgress, writeRecipeCurves } from './convert.js';
+import { runtimeFromFlags } from '../common.js';
+import type { Device } from '../../device.js';
+import type { ModelDType } from '../../model/model-dtype.js';
 
 export interface FinetuneRequest {
   /** Converted model directory. */
@@ -25,12 +28,13 @@ export interface FinetuneRequest {
   options: FinetuneOptions;
   tokenizer?: string;
   merge?: boolean;
-  dtype?: 'f32' | 'f64';
+  dtype?: ModelDType;
+  device?: Device;
 }
 
 /** The back-end of `finetune`. */
 export async function runFinetuneRecipe(req: FinetuneRequest): Promise<{ interrupted: boolean; result: RecipeResult['finetune']; seconds: number }> {
-  const { model, info } = await loadConvertedModel(req.model, { dtype: req.dtype ?? 'f32' });
+  const { model, info } = await loadConvertedModel(req.model, { ...(req.dtype ? { dtype: req.dtype } : {}), ...(req.device ? { device: req.device } : {}) });
   try {
     if (!info) throw new UsageError(`${req.model} is not a converted model (no conversion.json): run convert first`);
     mergeAndRemoveLora(model);
@@ -89,7 +93,7 @@ export const finetuneCommand: CliCommand = {
     const seed = num(values, 'seed', { int: true })!;
     const mode = choice(values, 'mode', HYBRID_MODES)! as HybridMode;
     const granularity = choice(values, 'ssd-granularity', SSD_GRANULARITIES)!;
-    const dtype = choice(values, 'dtype', ['f32', 'f64'] as const)!;
+    const { device, dtype } = runtimeFromFlags(values, ctx);
     const winList = str(values, 'ssd-windows');
     const windowStages = winList?.split(',').map((s) => Number(s.trim()));
     if (windowStages && windowStages.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--ssd-windows must be a comma-separated list of integers >= 1, got '${winList}'`);
@@ -105,6 +109,7 @@ export const finetuneCommand: CliCommand = {
       out,
       data,
       dtype,
+      device,
       merge: bool(values, 'merge'),
       ...(tokenizerPath ? { tokenizer: tokenizerPath } : {}),
       options: {

@@ -2,8 +2,8 @@
 import { resolve } from 'node:path';
 import { loadConvertedModel } from '../../recipes/io.js';
 import { greedyGenerate } from '../../model/generate.js';
-import { UsageError, bool, choice, num, str } from '../args.js';
-import { loadTokenizer } from '../common.js';
+import { UsageError, bool, num, str } from '../args.js';
+import { RUNTIME_OPTIONS, loadTokenizer, runtimeFromFlags } from '../common.js';
 import { EXIT, type CliCommand } from '../context.js';
 
 export const generateCommand: CliCommand = {
@@ -22,7 +22,7 @@ export const generateCommand: CliCommand = {
       'ignore-eos': { type: 'boolean', description: 'do not stop at the EOS token' },
       'no-cache': { type: 'boolean', description: 'recompute the full prefix every step (no KV cache)' },
       'add-bos': { type: 'boolean', description: "encode the prompt with the tokenizer's special tokens (BOS)" },
-      dtype: { type: 'string', value: 'f32|f64', description: 'compute dtype', default: 'f32' },
+      ...RUNTIME_OPTIONS,
     },
   },
   async run({ values, positionals }, ctx) {
@@ -32,7 +32,7 @@ export const generateCommand: CliCommand = {
     if (text !== undefined && idsArg !== undefined) throw new UsageError('give a prompt or --ids, not both');
     if (text === undefined && idsArg === undefined) throw new UsageError('no prompt: pass a prompt argument, --prompt TEXT or --ids I,J,...');
     const maxNew = num(values, 'max-new-tokens', { int: true, min: 0 })!;
-    const dtype = choice(values, 'dtype', ['f32', 'f64'] as const)!;
+    const { device, dtype } = runtimeFromFlags(values, ctx);
     let prompt: number[];
     let tokenizer: Awaited<ReturnType<typeof loadTokenizer>> | undefined;
     if (idsArg !== undefined) {
@@ -45,7 +45,7 @@ export const generateCommand: CliCommand = {
       prompt = tokenizer.encode(text!, { addSpecialTokens: bool(values, 'add-bos') });
       if (prompt.length === 0) throw new UsageError('the prompt encodes to no tokens');
     }
-    const { model } = await loadConvertedModel(dir, { dtype });
+    const { model } = await loadConvertedModel(dir, { dtype, device });
     try {
       const eos = bool(values, 'ignore-eos') ? [] : model.config.eosTokenIds;
       const t0 = Date.now();

@@ -21,8 +21,8 @@ import { writeSafetensors } from '../../io/safetensors.js';
 import { PackedDataset, type TokenBatch } from '../../data/pack.js';
 import { Rng } from '../../data/random.js';
 import { lineChartSvg } from '../../eval/svg.js';
-import { UsageError, bool, choice, num, str } from '../args.js';
-import { DATA_OPTIONS, corpusFromFlags, loadTokenizer } from '../common.js';
+import { UsageError, bool, num, str } from '../args.js';
+import { DATA_OPTIONS, RUNTIME_OPTIONS, corpusFromFlags, loadTokenizer, runtimeFromFlags } from '../common.js';
 import { EXIT, type CliCommand, type CliContext } from '../context.js';
 import { Progress } from '../progress.js';
 
@@ -98,7 +98,7 @@ export const pretrainCommand: CliCommand = {
       'save-every': { type: 'string', value: 'N', description: 'checkpoint every N steps (0: only on stop and at the end)', default: '100' },
       seed: { type: 'string', value: 'N', description: 'seed of the split and the shuffle', default: '0' },
       'shuffle-buffer': { type: 'string', value: 'N', description: 'shuffle training sequences through a buffer of N (0: corpus order)', default: '0' },
-      dtype: { type: 'string', value: 'f32|f64', description: 'compute dtype', default: 'f32' },
+      ...RUNTIME_OPTIONS,
     },
     notes: ['Ctrl-C stops after the current step and writes a checkpoint (exit code 130); rerun with --resume to continue.'],
   },
@@ -130,7 +130,7 @@ async function pretrain(values: Record<string, unknown>, ctx: CliContext): Promi
   const seed = num(v, 'seed', { int: true })!;
   const shuffle = num(v, 'shuffle-buffer', { int: true, min: 0 })!;
   const initSeed = num(v, 'init-seed', { int: true })!;
-  const dtype = choice(v, 'dtype', ['f32', 'f64'] as const)!;
+  const { device, dtype } = runtimeFromFlags(v, ctx);
   if (warmup >= steps) throw new UsageError(`--warmup (${warmup}) must be below --steps (${steps})`);
   const resume = bool(v, 'resume');
   const statePath = join(out, STATE_FILE);
@@ -150,15 +150,22 @@ async function pretrain(values: Record<string, unknown>, ctx: CliContext): Promi
   if (modelDir) {
     const dir = resolve(ctx.cwd, modelDir);
     configJson = await readFile(join(dir, 'config.json'), 'utf8');
-    model = await LlamaModel.load(dir, { dtype });
+    model = await LlamaModel.load(dir, { dtype, device });
   } else {
     const path = resolve(ctx.cwd, configFile!);
     configJson = await readFile(path, 'utf8');
     const config = await loadConfig(path);
     parseConfig(JSON.parse(configJson)); // validates
     const params = randomLlamaParams(config, initSeed);
-    if (dtype === 'f64') for (const [k, t] of params) params.set(k, t.cast('f64'));
-    model = new LlamaModel(config, params, dtype, 'cpu');
+    // The seeded init is made in f32 on the host, then moved and cast: the same start on every device.
+    for (const [k, t] of params) {
+      const moved = device === 'cpu' ? t : t.to(device);
+      const cast = moved.dtype === dtype ? moved : moved.cast(dtype);
+      if (moved !== t) t.dispose();
+      if (cast !== moved) moved.dispose();
+      params.set(k, cast);
+    }
+    model = new LlamaModel(config, params, dtype, device);
   }
   if (tokenizer.vocabSize > model.config.vocabSize) throw new InvalidArgumentError(`tokenizer vocabulary (${tokenizer.vocabSize}) exceeds the model's (${model.config.vocabSize})`, 'tokenizer');
 
