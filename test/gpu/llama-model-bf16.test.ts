@@ -11,24 +11,10 @@ import { LlamaModel } from '../../lib/model/llama.js';
 import { greedyGenerate } from '../../lib/model/generate.js';
 import { fixturesDir, haveFixtures, maxAbs } from '../helpers/fixtures.js';
 import { loadExpected, tokenRows } from '../helpers/llama-fixtures.js';
+import { withinRule } from '../helpers/tolerance.js';
 import { gpuAvailable } from './gpu-env.js';
 
 const BF16_UNIT = 2 ** -8;
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
-}
-
-function withinRule(gpu: ArrayLike<number>, naive: ArrayLike<number>, ref: ArrayLike<number>) {
-  const eg = maxDiff(gpu, ref), en = maxDiff(naive, ref);
-  const bound = 2 * en + 8 * BF16_UNIT * Math.max(1, maxAbs(ref));
-  return { ok: eg <= bound, eg, en, msg: `err ${eg.toExponential(2)} vs bound ${bound.toExponential(2)} (naive bf16 ${en.toExponential(2)})` };
-}
 
 /** Fraction of rows whose argmax agrees. */
 function argmaxAgreement(a: ArrayLike<number>, b: ArrayLike<number>, V: number): number {
@@ -72,14 +58,14 @@ describe.skipIf(!gpuAvailable || !haveFixtures)('llama-tiny-bf16 on CUDA (bf16) 
     const n = naive.forward(ids, { hiddenStates: true });
     const ref = exp.get('logits')!.data;
     const gl = await g.logits.toArray();
-    const r = withinRule(gl, await n.logits.toArray(), ref);
+    const r = withinRule(gl, await n.logits.toArray(), ref, BF16_UNIT);
     report['bf16 logits'] = r.msg;
     expect(r.ok, r.msg).toBe(true);
     const agree = argmaxAgreement(gl, ref, gpu.config.vocabSize);
     report['bf16 argmax agreement with f64'] = agree.toFixed(4);
     expect(agree).toBeGreaterThan(0.9);
     for (let i = 0; i < 3; i++) {
-      const h = withinRule(await g.hiddenStates![i]!.toArray(), await n.hiddenStates![i]!.toArray(), exp.get(`hidden_states.${i}`)!.data);
+      const h = withinRule(await g.hiddenStates![i]!.toArray(), await n.hiddenStates![i]!.toArray(), exp.get(`hidden_states.${i}`)!.data, BF16_UNIT);
       expect(h.ok, `hidden_states.${i}: ${h.msg}`).toBe(true);
     }
     for (const o of [g, n]) [o.logits, ...o.hiddenStates!].forEach((t) => t.dispose());
@@ -90,7 +76,7 @@ describe.skipIf(!gpuAvailable || !haveFixtures)('llama-tiny-bf16 on CUDA (bf16) 
       const opts = chunked ? { chunked: true, vocabChunk: 500 } : {};
       const lg = await gpu.loss(ids, opts);
       const ln = await naive.loss(ids, opts);
-      const lr = withinRule([lg], [ln], [exp.get('loss')!.data[0]!]);
+      const lr = withinRule([lg], [ln], [exp.get('loss')!.data[0]!], BF16_UNIT);
       report[`bf16 loss${chunked ? ' (chunked)' : ''}`] = lr.msg;
       expect(lr.ok, `loss: ${lr.msg}`).toBe(true);
       gpu.zeroGrad();
@@ -100,7 +86,7 @@ describe.skipIf(!gpuAvailable || !haveFixtures)('llama-tiny-bf16 on CUDA (bf16) 
       expect(new Set(gg.keys())).toEqual(new Set(names));
       let worst = 0;
       for (const n of names) {
-        const r = withinRule(await gg.get(n)!.toArray(), await gn.get(n)!.toArray(), exp.get(`grad.${n}`)!.data);
+        const r = withinRule(await gg.get(n)!.toArray(), await gn.get(n)!.toArray(), exp.get(`grad.${n}`)!.data, BF16_UNIT);
         worst = Math.max(worst, r.eg / Math.max(1e-30, maxAbs(exp.get(`grad.${n}`)!.data)));
         expect(r.ok, `${n}: ${r.msg}`).toBe(true);
       }

@@ -18,25 +18,10 @@ import { AdamWOptimizer } from '../../lib/model/optimizer.js';
 import { loadTrainingState, saveTrainingState } from '../../lib/model/checkpoint.js';
 import { fixturesDir, haveFixtures, maxAbs } from '../helpers/fixtures.js';
 import { loadExpected, tokenRows } from '../helpers/llama-fixtures.js';
+import { maxDiff, withinRule } from '../helpers/tolerance.js';
 import { gpuAvailable } from './gpu-env.js';
 
 const F32_UNIT = 2 ** -23;
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
-}
-
-/** err(gpu) <= 2 err(naive) + 8 units x max(1, max |ref|), returning the numbers for messages. */
-function withinRule(gpu: ArrayLike<number>, naive: ArrayLike<number>, ref: ArrayLike<number>, unit: number) {
-  const eg = maxDiff(gpu, ref), en = maxDiff(naive, ref);
-  const bound = 2 * en + 8 * unit * Math.max(1, maxAbs(ref));
-  return { ok: eg <= bound, msg: `err ${eg.toExponential(2)} vs bound ${bound.toExponential(2)} (naive ${en.toExponential(2)})` };
-}
 
 const report: Record<string, string> = {};
 
