@@ -8,9 +8,10 @@
 // Build: nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 //        -I native -I . dev/cuda/hybrid_attention_check.cu native/ops/hybrid_attention/*.cu -o build-dev/hybrid_attention_check
 // Run:   ./build-dev/hybrid_attention_check [--small] [--no-time] [--fast] [--fast-only] [--fixtures DIR]
-//        --fast: also run the fast-path sweep (forward through launch_forward_fast and through the
-//        generic path on the same inputs, both against the f64 reference); --fast-only: only that
-//        sweep (plus timing unless --no-time); --time-generic: also time the generic forward;
+//        --fast: also run the fast-path sweep (forward and backward through the fast path and
+//        through the generic path on the same inputs, all against the f64 reference); --fast-only:
+//        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
+//        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
 //        --no-bwd-time: skip backward timing. Build with -DHA_FAST_TIMING for a per-kernel breakdown
 //        of the fast forward and a sweep of its state-segment setting.
 #define HA_WITH_CUDA 1
@@ -353,9 +354,10 @@ static void check_reference_on_fixtures(const std::string& dir, std::mt19937_64&
 }
 
 
-// ---------------- fast path vs generic path (forward only, same inputs) ----------------
+// ---------------- fast path vs generic path (forward and backward, same inputs) ----------------
 static int g_fast_fail = 0, g_fast_cases = 0;
 static double g_fast_worst[2][2], g_gen_worst[2][2];  // [bf16, f16][rel2, relmax] of y
+static double g_fastb_worst[2][2], g_genb_worst[2][2];  // same over the gradients (dgamma excluded)
 static cuda_detail::KP kp_of(const HybridAttentionParams& p) {  // mirrors hybrid_attention.cu's make_kp
   cuda_detail::KP k{};
   k.B = (int)p.batch; k.H = (int)p.heads; k.Hkv = (int)p.kv_heads; k.T = (int)p.seqlen;
@@ -378,17 +380,19 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
   size_t nf = (size_t)B * H * T * c.F, ny = (size_t)B * H * T * c.dv, nr = (size_t)B * H * T;
   std::normal_distribution<double> nd(0, 1);
   std::uniform_real_distribution<double> ud(0.05, 0.95);
-  std::vector<double> q(nq), k(nk), v(nv), fq(nf), fk(nf), dy(ny, 0.0), gamma(H), keep;
+  std::vector<double> q(nq), k(nk), v(nv), fq(nf), fk(nf), dy(ny), gamma(H), keep;
   for (auto& x : q) x = nd(rng) * 1.5;
   for (auto& x : k) x = nd(rng) * 1.5;
   for (auto& x : v) x = nd(rng);
   for (auto& x : fq) x = std::exp(0.7 * nd(rng)) / c.F;
   for (auto& x : fk) x = std::exp(0.7 * nd(rng)) / c.F;
+  for (auto& x : dy) x = nd(rng);
   for (auto& x : gamma) x = ud(rng);
   if (c.keep) { keep.resize(B * H); for (int i = 0; i < B * H; ++i) keep[i] = (i % 3 == 1) ? 0.0 : 1.0; }
   DevBuf Q(nq, c.dt), K(nk, c.dt), V(nv, c.dt), FQ(nf, c.dt), FK(nf, c.dt), Y(ny, c.dt);
   DevBuf G(H, DType::F32), KP_(std::max<size_t>(1, keep.size()), DType::F32), C(nr, DType::F32), DS(nr, DType::F32), DL(nr, DType::F32);
-  Q.up(q); K.up(k); V.up(v); FQ.up(fq); FK.up(fk); G.up(gamma);
+  DevBuf dq_(nq, c.dt), dk_(nk, c.dt), dv_(nv, c.dt), dfq_(nf, c.dt), dfk_(nf, c.dt), DY(ny, c.dt), DG(H, DType::F32);
+  Q.up(q); K.up(k); V.up(v); FQ.up(fq); FK.up(fk); G.up(gamma); DY.up(dy);
   if (!keep.empty()) KP_.up(keep);
   HybridAttentionParams p;
   p.dtype = c.dt; p.batch = B; p.heads = H; p.kv_heads = c.Hkv; p.seqlen = T; p.head_dim = c.d; p.value_dim = c.dv;
@@ -414,7 +418,7 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
   const char* names[] = {"y", "c", "den_swa", "den_la"};
   int di = c.dt == DType::BF16 ? 0 : 1;
   double tol2 = di == 0 ? 1e-2 : 3e-3, tolm = di == 0 ? 3e-2 : 1e-2;
-  bool ok = took; char buf[1024]; int off = 0;
+  bool ok = took; char buf[4096]; int off = 0;
   for (int i = 0; i < 4; ++i) {
     Err e = compare(got[0][i], *refs[i]), eg = compare(got[1][i], *refs[i]);
     double t2 = i ? 2e-4 : tol2, tm = i ? 2e-3 : tolm;
@@ -429,13 +433,58 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
     off += snprintf(buf + off, sizeof(buf) - off, " %s%s=%.1e/%.1e%s (gen %.1e/%.1e)", pass ? "" : "**", names[i], e.rel2, e.relmax,
                     e.nan ? "(NaN)" : "", eg.rel2, eg.relmax);
   }
+  // backward: the fast path (after the fast forward) and the generic path on the same forward outputs
+  kp.dy = DY.p;
+  bool tookb = false;
+  std::vector<double> gb[2][6];
+  for (int path = 0; path < 2; ++path) {
+    dq_.poison(); dk_.poison(); dv_.poison(); dfq_.poison(); dfk_.poison(); DG.poison();
+    try {
+      if (path == 0) {
+        Y.poison(); C.poison(); DS.poison(); DL.poison();
+        cuda_detail::launch_forward_fast(kp, c.dt, nullptr);
+        tookb = cuda_detail::launch_backward_fast(kp, c.dt, dq_.p, dk_.p, dv_.p, dfq_.p, dfk_.p, (float*)DG.p, nullptr);
+      } else {
+        cuda_detail::launch_backward_generic(kp, c.dt, dq_.p, dk_.p, dv_.p, dfq_.p, dfk_.p, (float*)DG.p, nullptr);
+      }
+      CK(cudaDeviceSynchronize());
+    } catch (std::exception& ex) { printf("EXCEPTION %s\n", ex.what()); g_fast_fail++; return; }
+    gb[path][0] = dq_.down(); gb[path][1] = dk_.down(); gb[path][2] = dv_.down(); gb[path][3] = dfq_.down();
+    gb[path][4] = dfk_.down(); gb[path][5] = DG.down();
+  }
+  const std::vector<double>* refb[6] = {&r.dq, &r.dk, &r.dv, &r.dfq, &r.dfk, &r.dgamma};
+  const char* namesb[] = {"dq", "dk", "dv", "dfq", "dfk", "dgamma"};
+  if (!tookb) ok = false;
+  for (int i = 0; i < 6; ++i) {
+    Err e = compare(gb[0][i], *refb[i]), eg = compare(gb[1][i], *refb[i]);
+    double t2 = i == 5 ? 0.05 : tol2, tm = i == 5 ? 0.05 : tolm;
+    bool pass = !e.nan && e.rel2 <= t2 && e.relmax <= tm;
+    // not much worse than the generic path on the same inputs (floor at the 16-bit output rounding)
+    if (i < 5 && e.rel2 > std::max(2.0 * eg.rel2, di == 0 ? 4e-3 : 1e-3)) pass = false;
+    if (!pass) ok = false;
+    if (i < 5) {
+      g_fastb_worst[di][0] = std::max(g_fastb_worst[di][0], e.rel2); g_fastb_worst[di][1] = std::max(g_fastb_worst[di][1], e.relmax);
+      g_genb_worst[di][0] = std::max(g_genb_worst[di][0], eg.rel2); g_genb_worst[di][1] = std::max(g_genb_worst[di][1], eg.relmax);
+    }
+    off += snprintf(buf + off, sizeof(buf) - off, " %s%s=%.1e/%.1e%s (gen %.1e/%.1e)", pass ? "" : "**", namesb[i], e.rel2, e.relmax,
+                    e.nan ? "(NaN)" : "", eg.rel2, eg.relmax);
+  }
   g_fast_cases++;
   if (!ok) g_fast_fail++;
-  printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took ? "" : "(declined)", B, H, c.Hkv, T, c.d,
+  printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took && tookb ? "" : "(declined)", B, H, c.Hkv, T, c.d,
          c.w, mode_name(c.mode), c.geom ? "terr" : "slid", c.affine ? "aff" : "one", c.keep, dtype_name(c.dt), buf);
 }
+static bool g_fast_small = false;  // --fast-small: three small fast-path cases (for compute-sanitizer)
 static void fast_sweep(std::mt19937_64& rng) {
   std::vector<Cfg> cs;
+  if (g_fast_small) {
+    cs.push_back({1, 2, 1, 200, 64, 64, 64, 64, 8, 0, 0, 1, 1, DType::BF16});
+    cs.push_back({1, 2, 2, 200, 64, 64, 64, 32, 8, 4, 1, 0, 0, DType::F16});
+    cs.push_back({1, 2, 1, 200, 64, 64, 64, 64, 8, 3, 0, 1, 0, DType::F16});
+    for (auto& c : cs) fast_case(c, rng);
+    printf("\nFAST SWEEP (small): %d cases, %d failures\n", g_fast_cases, g_fast_fail);
+    return;
+  }
   for (DType dt : {DType::BF16, DType::F16}) {
     for (int mode = 0; mode < 5; ++mode)
       for (int geom = 0; geom < 2; ++geom) {
@@ -460,6 +509,9 @@ static void fast_sweep(std::mt19937_64& rng) {
   for (int i = 0; i < 2; ++i)
     printf("worst y %-4s: fast rel-L2 %.2e max %.2e | generic rel-L2 %.2e max %.2e\n", dn[i], g_fast_worst[i][0], g_fast_worst[i][1],
            g_gen_worst[i][0], g_gen_worst[i][1]);
+  for (int i = 0; i < 2; ++i)
+    printf("worst grads %-4s: fast rel-L2 %.2e max %.2e | generic rel-L2 %.2e max %.2e\n", dn[i], g_fastb_worst[i][0], g_fastb_worst[i][1],
+           g_genb_worst[i][0], g_genb_worst[i][1]);
 }
 
 // ---------------- timing ----------------
@@ -523,6 +575,13 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   }
 #endif
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
+#ifdef HA_FAST_TIMING
+  if (!g_no_bwd_time) {
+    cuda_detail::g_fast_timing = 1;
+    hybrid_attention_backward_cuda(gp, st);
+    cuda_detail::g_fast_timing = 0;
+  }
+#endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)
   double rows = (double)nr;
   double ff = rows * (2.0 * 2 * w * d + 2.0 * 2 * F * DV + 2.0 * 2 * (w / 2.0) * (F + DV));
@@ -545,6 +604,7 @@ int main(int argc, char** argv) {
     else if (a == "-v") verbose = true;
     else if (a == "--fast") fast = true;
     else if (a == "--fast-only") fast = fastonly = true;
+    else if (a == "--fast-small") fast = fastonly = g_fast_small = true;
     else if (a == "--time-generic") g_time_generic = true;
     else if (a == "--no-bwd-time") g_no_bwd_time = true;
     else if (a == "--fixtures" && i + 1 < argc) fxdir = argv[++i];

@@ -71,6 +71,12 @@ function err(a: Float64Array, b: Float64Array, scale: number): number {
   return m / scale;
 }
 
+function maxAbs(a: Float64Array): number {
+  let m = 0;
+  for (const x of a) m = Math.max(m, Math.abs(x));
+  return m;
+}
+
 const UNIT: Record<string, number> = { f32: 2 ** -23, bf16: 2 ** -8, f16: 2 ** -11 };
 
 const shapes: (HybridCase & { window: number })[] = [
@@ -111,4 +117,44 @@ describe.skipIf(!gpuAvailable)('CUDA hybrid attention vs the CPU f64 reference',
             }
           }
         });
+});
+
+// Shapes the tensor-core fast path takes (bf16/f16, d = dv = F in {64, 128}, modes hybrid, swa, la,
+// la-full, overlap, sliding w <= 64, terraced w <= 32 or 64): forward and backward both run there,
+// including GQA, the keep mask, affine lambda in every mode, T not a multiple of the 64-row chunk
+// and a length whose LA state walks run in several segments (B*H small).
+const fastShapes: (HybridCase & { window: number; geometry: WindowGeometry })[] = [
+  { B: 1, H: 4, Hkv: 1, T: 390, d: 128, dv: 128, F: 128, seed: 201, window: 32, geometry: 'sliding', withKeep: true },
+  { B: 2, H: 2, Hkv: 2, T: 130, d: 64, dv: 64, F: 64, seed: 202, window: 64, geometry: 'sliding' },
+  { B: 1, H: 4, Hkv: 2, T: 301, d: 64, dv: 64, F: 64, seed: 203, window: 32, geometry: 'terraced', withKeep: true },
+  { B: 1, H: 2, Hkv: 1, T: 1000, d: 64, dv: 64, F: 64, seed: 204, window: 64, geometry: 'sliding' },
+  { B: 1, H: 2, Hkv: 2, T: 200, d: 128, dv: 128, F: 128, seed: 205, window: 64, geometry: 'terraced' },
+];
+const fastModes: HybridMode[] = ['hybrid', 'swa', 'la', 'la-full', 'overlap'];
+
+describe.skipIf(!gpuAvailable)('CUDA hybrid attention fast path (tensor cores) vs the CPU f64 reference', () => {
+  for (const shape of fastShapes)
+    for (const dtype of ['bf16', 'f16'] as DType[])
+      it(`${dtype} T=${shape.T} d=${shape.d} w=${shape.window} H=${shape.H}/${shape.Hkv} ${shape.geometry}${shape.withKeep ? ' keep' : ''}`, async () => {
+        const h = randomHybrid(shape);
+        const low = await rounded(h, dtype);
+        for (const mode of fastModes)
+          for (const lambda of ['one', 'affine'] as LambdaKind[]) {
+            const options = { window: shape.window, geometry: shape.geometry, mode, lambda };
+            const [ref, naiveLow, gpu] = await Promise.all([
+              run(low, options, 'f64', 'cpu', true),
+              run(low, options, 'f32', 'cpu', true),
+              run(h, options, dtype, 'cuda'),
+            ]);
+            for (const name of NAMES) {
+              const maxRef = maxAbs(ref[name]);
+              const rounding = ['c', 'denSwa', 'denLa', 'dgamma'].includes(name) ? 0 : UNIT[dtype]! * maxRef;
+              const naiveErr = err(naiveLow[name], ref[name], 1) + rounding;
+              const gpuErr = err(gpu[name], ref[name], 1);
+              expect(gpuErr, `${mode} ${lambda} ${name}: gpu ${gpuErr.toExponential(2)} vs naive ${naiveErr.toExponential(2)} (max |ref| ${maxRef.toExponential(2)})`).toBeLessThanOrEqual(
+                2 * naiveErr + 8 * UNIT[dtype]! * Math.max(1, maxRef),
+              );
+            }
+          }
+      });
 });

@@ -29,32 +29,19 @@ namespace ha {
 namespace cuda_detail {
 namespace fast {
 
-constexpr int kC = 64;  // rows (and keys) per chunk
-
-// Rows [r0, r0 + nrows) of a row-major [*, D] matrix into shared memory (row stride D + 8),
-// zero-filling rows outside [0, T).
-template <class T, int D>
-__device__ __forceinline__ void load_rows(T* dst, const T* src, int r0, int nrows, int T_) {
-  constexpr int CPR = D / 8;  // 16-byte pieces per row
-  for (int i = threadIdx.x; i < nrows * CPR; i += blockDim.x) {
-    const int r = i / CPR, cc = i - r * CPR, gr = r0 + r;
-    const bool ok = gr >= 0 && gr < T_;
-    const T* s = ok ? src + (int64_t)gr * D + cc * 8 : src;
-    cp_async16(smem_u32(dst + r * (D + 8) + cc * 8), s, ok);
-  }
-}
-
 // ------------------------------------------------------------------------------------------
 // State pass. grid (segments, B*H), D/16 warps; warp w owns state rows f in [16w, 16w + 16).
 // Chunks m in [s*G, min(M, (s+1)*G)) are added in order (M = nch - 1: the last chunk is never
 // needed). SUM: write the segment's sum (fp32, layout [f*D + col] then z[f]) to part[bh][s].
 // !SUM: start from part[bh][s] (exclusive prefix over segments; zero for s = 0) and, before adding
 // chunk m, write R_{m+1} (for m + 1 >= 2).
-template <class T, int D, bool SUM>
+// LO (backward, f16 inputs): also write the bf16 residual u - bf16(u) to rec_lo (same layout, same
+// z columns), so that hi + lo carries the fp32 state to ~16 bits.
+template <class T, int D, bool SUM, bool LO = false>
 __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hkv, int group, int M, int G,
                                                           int nseg, const T* __restrict__ fkp,
                                                           const T* __restrict__ vp, float* part,
-                                                          __nv_bfloat16* rec) {
+                                                          __nv_bfloat16* rec, __nv_bfloat16* rec_lo) {
   constexpr int LDS = D + 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* FKs = reinterpret_cast<T*>(smraw);  // 2 stages x kC x LDS
@@ -120,6 +107,19 @@ __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hk
         *reinterpret_cast<uint32_t*>(R + f0 * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(ha_), la_);
         *reinterpret_cast<uint32_t*>(R + (f0 + 8) * LDS + D + 2 * t) =
             pack2<__nv_bfloat16>(__bfloat162float(hb_), lb_);
+        if constexpr (LO) {
+          __nv_bfloat16* L = rec_lo + ((int64_t)bh * nch + (m + 1)) * D * LDS;
+#pragma unroll
+          for (int nt = 0; nt < ND; ++nt) {
+            const int col = nt * 8 + 2 * t;
+            *reinterpret_cast<uint32_t*>(L + f0 * LDS + col) = pack2<__nv_bfloat16>(
+                u[nt][0] - __bfloat162float(__float2bfloat16_rn(u[nt][0])), u[nt][1] - __bfloat162float(__float2bfloat16_rn(u[nt][1])));
+            *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(
+                u[nt][2] - __bfloat162float(__float2bfloat16_rn(u[nt][2])), u[nt][3] - __bfloat162float(__float2bfloat16_rn(u[nt][3])));
+          }
+          *reinterpret_cast<uint32_t*>(L + f0 * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(ha_), la_);
+          *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(hb_), lb_);
+        }
       }
       if (m + 1 >= M) continue;  // R_M is the last one anyone reads
     }
@@ -446,113 +446,92 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
   }
 }
 
-// Workspace pool: a private stream-ordered pool that keeps up to 1 GiB reserved across
-// synchronisations (the default pool's release threshold is 0, so every call would map its
-// 100+ MB workspace afresh: measured ~0.2-0.3 ms per forward on an H200). Falls back to
-// cudaMallocAsync where pools are unsupported.
-inline cudaMemPool_t workspace_pool() {
-  static std::mutex mu;
-  static cudaMemPool_t pools[64] = {};
-  static bool tried[64] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) { cudaGetLastError(); return nullptr; }
-  std::lock_guard<std::mutex> lock(mu);
-  if (!tried[dev]) {
-    tried[dev] = true;
-    int sup = 0;
-    if (cudaDeviceGetAttribute(&sup, cudaDevAttrMemoryPoolsSupported, dev) == cudaSuccess && sup) {
-      cudaMemPoolProps pr{};
-      pr.allocType = cudaMemAllocationTypePinned;
-      pr.handleTypes = cudaMemHandleTypeNone;
-      pr.location.type = cudaMemLocationTypeDevice;
-      pr.location.id = dev;
-      if (cudaMemPoolCreate(&pools[dev], &pr) == cudaSuccess) {
-        uint64_t thr = 1ull << 30;
-        cudaMemPoolSetAttribute(pools[dev], cudaMemPoolAttrReleaseThreshold, &thr);
-      } else {
-        pools[dev] = nullptr;
-      }
-    }
-    cudaGetLastError();
-  }
-  return pools[dev];
-}
-template <class P>
-inline void ws_alloc(P** ptr, size_t bytes, cudaStream_t st) {
-  cudaMemPool_t pool = workspace_pool();
-  if (pool) check(cudaMallocFromPoolAsync((void**)ptr, bytes, pool, st), "fast workspace alloc");
-  else check(cudaMallocAsync((void**)ptr, bytes, st), "fast workspace alloc");
-}
-
-inline int sm_count() {
-  static int sms = 0;
-  if (sms == 0) {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0)
-      sms = v;
-    else
-      sms = 132;
-  }
-  return sms;
-}
-
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 int g_fast_timing = 0;   // dev builds only: print a per-kernel breakdown of the next calls
 int g_fast_seg_mult = 4;  // dev builds only: state segments target g_fast_seg_mult * SMs blocks
 namespace fast {
-#define HA_FT_EV(i) do { if (g_fast_timing) check(cudaEventRecord(ev[i], st), "timing event"); } while (0)
-#else
-#define HA_FT_EV(i) do { } while (0)
 #endif
 
-template <class T, int D>
-void run_fast(const KP& p, cudaStream_t st) {
+// Number of state-walk segments wanted for M chunks. One walker per (b, h) once B*H covers half the
+// SMs: the walk is latency-bound, two walkers share an SM at no loss, and the per-segment sums +
+// scan are pure overhead there (H200, B=4 H=32 T=2048, B*H = 128 on 132 SMs: 0.39 ms with one
+// segment, 0.57 ms with 5). Below that, about seg_mult * SMs blocks (B=1 H=32 T=16384: 17
+// segments, 0.96 ms, beat one, 1.47 ms).
+inline int state_segments(int BH) {
 #ifdef HA_FAST_TIMING
-  cudaEvent_t ev[4];
-  if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
   const int seg_mult = g_fast_seg_mult;
 #else
   const int seg_mult = 4;
 #endif
-  HA_FT_EV(0);
+  if (seg_mult <= 0) return 1;
+  // (dev timing builds: a seg_mult other than 4 forces its segment count, to compare settings)
+  if (seg_mult == 4 && 2 * BH >= sm_count()) return 1;
+  return (seg_mult * sm_count() + BH - 1) / BH;
+}
+
+// State pass: R_c for chunks c in [2, nch) (bf16 [F][dv+8], z hi/lo in columns dv, dv+1) into a
+// workspace buffer from the pool; returns it (the caller frees it on `st`), or nullptr where no row
+// reads an inter-chunk state. `mid`, when given, is recorded after the segment sums and scan.
+template <class T, int D>
+__nv_bfloat16* fast_states(const KP& p, cudaStream_t st, cudaEvent_t mid, __nv_bfloat16** lo = nullptr) {
   constexpr int LDS = D + 8;
   const int BH = p.B * p.H;
   const int nch = (p.T + kC - 1) / kC;
+  if (lo) *lo = nullptr;
+  if (!(mode_has_la(p.mode) && nch >= 3)) {
+    if (mid) check(cudaEventRecord(mid, st), "timing event");
+    return nullptr;
+  }
   __nv_bfloat16* rec = nullptr;
   float* part = nullptr;
-  if (mode_has_la(p.mode) && nch >= 3) {
-    const int M = nch - 1;  // chunks 0 .. nch-2 feed R_2 .. R_{nch-1}
-    // Segments only where B*H alone does not cover the SMs: with one walker per SM the walk runs at
-    // the same speed as a segmented one and the per-segment sums + scan are pure overhead
-    // (H200, B=4 H=32 T=2048: 0.39 ms with one segment, 0.57 ms with 5); at B=1 H=32 T=16384,
-    // 17 segments (0.96 ms) beat one (1.47 ms).
-    const int want = BH >= sm_count() ? 1 : (seg_mult * sm_count() + BH - 1) / BH;
-    int G = (M + std::max(1, want) - 1) / std::max(1, want);
-    G = std::max(2, G);
-    const int nseg = (M + G - 1) / G;
-    const int64_t per = (int64_t)D * D + D;
-    ws_alloc(&rec, sizeof(__nv_bfloat16) * (size_t)BH * nch * D * LDS, st);
-    const size_t smem = sizeof(T) * 4 * kC * LDS;
-    if (nseg > 1) {
-      ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
-      check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-            "fast state smem");
-      fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, smem, st>>>(
-          p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec);
-      check_launch("fast_state_sum");
-      launch_segment_scan(part, BH, nseg, per, +1, st);
-    }
-    HA_FT_EV(1);
+  const int M = nch - 1;  // chunks 0 .. nch-2 feed R_2 .. R_{nch-1}
+  const int want = state_segments(BH);
+  int G = (M + std::max(1, want) - 1) / std::max(1, want);
+  G = std::max(2, G);
+  const int nseg = (M + G - 1) / G;
+  const int64_t per = (int64_t)D * D + D;
+  ws_alloc(&rec, sizeof(__nv_bfloat16) * (size_t)BH * nch * D * LDS, st);
+  const size_t smem = sizeof(T) * 4 * kC * LDS;
+  if (nseg > 1) {
+    ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
+    check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fast state smem");
+    fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, smem, st>>>(
+        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, nullptr);
+    check_launch("fast_state_sum");
+    launch_segment_scan(part, BH, nseg, per, +1, st);
+  }
+  if (mid) check(cudaEventRecord(mid, st), "timing event");
+  if (lo) {
+    ws_alloc(lo, sizeof(__nv_bfloat16) * (size_t)BH * nch * D * LDS, st);
+    check(cudaFuncSetAttribute(fast_state_kernel<T, D, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fast state smem");
+    fast_state_kernel<T, D, false, true><<<dim3(nseg, BH), 2 * D, smem, st>>>(
+        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, *lo);
+  } else {
     check(cudaFuncSetAttribute(fast_state_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
           "fast state smem");
     fast_state_kernel<T, D, false><<<dim3(nseg, BH), 2 * D, smem, st>>>(
-        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec);
-    check_launch("fast_state_walk");
-  } else {
-    HA_FT_EV(1);
+        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, nullptr);
   }
-  HA_FT_EV(2);
+  check_launch("fast_state_walk");
+  if (part) check(cudaFreeAsync(part, st), "fast workspace free");
+  return rec;
+}
+
+template <class T, int D>
+void run_fast(const KP& p, cudaStream_t st) {
+  cudaEvent_t ev[4] = {};
+#ifdef HA_FAST_TIMING
+  if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
+  if (ev[0]) check(cudaEventRecord(ev[0], st), "timing event");
+#endif
+  constexpr int LDS = D + 8;
+  const int BH = p.B * p.H;
+  const int nch = (p.T + kC - 1) / kC;
+  __nv_bfloat16* rec = fast_states<T, D>(p, st, ev[1]);
+  if (ev[2]) check(cudaEventRecord(ev[2], st), "timing event");
   const size_t smem = sizeof(T) * 3 * 2 * kC * LDS;
   check(cudaFuncSetAttribute(fast_fwd_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
         "fast fwd smem");
@@ -561,27 +540,26 @@ void run_fast(const KP& p, cudaStream_t st) {
         "fast fwd carveout");
   fast_fwd_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec);
   check_launch("fast_fwd");
-  HA_FT_EV(3);
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) {
+    check(cudaEventRecord(ev[3], st), "timing event");
     check(cudaEventSynchronize(ev[3]), "timing event");
     float a = 0, b = 0, c = 0;
     cudaEventElapsedTime(&a, ev[0], ev[1]);
     cudaEventElapsedTime(&b, ev[1], ev[2]);
     cudaEventElapsedTime(&c, ev[2], ev[3]);
-    printf("  fast breakdown (seg_mult %d): alloc+state sums+scan %.3f ms, state walk %.3f ms, main %.3f ms\n", seg_mult, a, b, c);
+    printf("  fast breakdown (seg_mult %d): alloc+state sums+scan %.3f ms, state walk %.3f ms, main %.3f ms\n", g_fast_seg_mult, a, b, c);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif
-  if (part) check(cudaFreeAsync(part, st), "fast workspace free");
   if (rec) check(cudaFreeAsync(rec, st), "fast workspace free");
 }
 
-inline bool aligned16(const void* x) { return ((uintptr_t)x & 15) == 0; }
-
 }  // namespace fast
 
-bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st) {
+// Where the fast path applies (forward and backward): bf16/f16, d = dv = F in {64, 128}, modes
+// hybrid/swa/la/la-full/overlap, windows whose rows of chunk c only see keys of chunks c-1 and c.
+bool fast_path_applies(const KP& p, DType dt) {
   if (dt != DType::BF16 && dt != DType::F16) return false;
   if (p.d != p.dv || p.d != p.F || (p.d != 128 && p.d != 64)) return false;
   if (!(p.mode == kModeHybrid || p.mode == kModeSwa || p.mode == kModeLa || p.mode == kModeLaFull ||
@@ -593,6 +571,17 @@ bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st) {
   if (p.B < 1 || p.T < 1 || (int64_t)p.B * p.H > 65535) return false;
   for (const void* x : {p.q, p.k, p.v, p.fq, p.fk, (const void*)p.y})
     if (!fast::aligned16(x)) return false;
+  return true;
+}
+
+__nv_bfloat16* launch_fast_states(const KP& p, DType dt, cudaStream_t st, __nv_bfloat16** lo) {
+  if (dt == DType::BF16) return p.d == 128 ? fast::fast_states<__nv_bfloat16, 128>(p, st, nullptr, lo)
+                                           : fast::fast_states<__nv_bfloat16, 64>(p, st, nullptr, lo);
+  return p.d == 128 ? fast::fast_states<__half, 128>(p, st, nullptr, lo) : fast::fast_states<__half, 64>(p, st, nullptr, lo);
+}
+
+bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st) {
+  if (!fast_path_applies(p, dt)) return false;
   if (dt == DType::BF16) {
     if (p.d == 128) fast::run_fast<__nv_bfloat16, 128>(p, st);
     else fast::run_fast<__nv_bfloat16, 64>(p, st);

@@ -91,6 +91,9 @@ void hybrid_attention_backward_cuda(const HybridAttentionGradParams& g, void* st
       (!p.q || !p.k || !p.v || !p.fq || !p.fk || !p.gamma || !p.y || !g.dy || !p.den_swa || !p.den_la))
     throw std::runtime_error("hybrid_attention_cuda: null input pointer");
   k.dy = g.dy;
+  if (p.mode != HybridMode::None &&
+      cuda_detail::launch_backward_fast(k, p.dtype, g.dq, g.dk, g.dv, g.dfq, g.dfk, (float*)g.dgamma, st))
+    return;
   cuda_detail::launch_backward_generic(k, p.dtype, g.dq, g.dk, g.dv, g.dfq, g.dfk, (float*)g.dgamma, st);
 }
 

@@ -1,0 +1,1114 @@
+// Tensor-core backward fast path (mma.sync m16n8k16, bf16/f16 operands, fp32 accumulators), for
+// the cases the forward fast path takes (fast_path_applies). Same chunking as the forward: rows and
+// keys in chunks of 64; the window and the recent LA keys of a row of chunk c lie in chunks c-1 and
+// c, every key of chunks <= c-2 is an LA key of every row of chunk c. With P = gw e / den,
+// dP = dy . v, D = dy . y, wa = gl / den (as the generic path, ha_backward.cu):
+//   window: ds = P (dP - D) + [j = argmax_n] dc_n, dc_n = -sum_j P (dP - D); dq = scale ds K,
+//           dk = scale ds^T Q, dv += P^T dY;
+//   LA:     dA = wa (dP - D) on the LA set; dfq = dA FK + wa (R_c dy - z_c D) (R_c: forward state
+//           of the keys of chunks <= c-2); dfk = dA^T FQ + Rr_c v - rz_c, dv += (wa A)^T dY + FK Rr_c
+//           (Rr_c = sum over rows of chunks >= c+2 of fq (wa dy)^T, rz_c = sum fq wa D);
+//   dgamma: dL/dgw_n = (den_la dy.U - gl A dy.N) / den^2, free of D (16-bit y), as the generic path.
+// Kernels, in stream order:
+//   1. forward states R_c (the forward's state pass, launch_fast_states);
+//   2. row kernel, one CTA per (row chunk c, b*h): recomputes S (row max, first arg-max), dP, A over
+//      the 128 keys of chunks c-1, c; writes dq, dfq, per-row {c, dc, D, argmax} and dgamma;
+//   3. reverse states Rr_c, rz_c: a chunk walk from the end (sequence-parallel like the forward's);
+//   4. key kernel, one CTA per (key chunk c, b*h): recomputes S^T, dP^T, A^T against the 128 rows
+//      of chunks c, c+1; writes dk, dv (summed over GQA heads through fp32 atomics when H > Hkv)
+//      and dfk.
+// Nothing T x T is stored; all states are accumulated in fp32 and stored in bf16 like the forward's
+// (f16 inputs: bf16 hi + lo parts, see state_parts).
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+
+#include "ops/hybrid_attention/ha_common.cuh"
+#include "ops/hybrid_attention/ha_fast_mma.cuh"
+
+namespace ha {
+namespace cuda_detail {
+namespace fast {
+
+// A fragment (16 x 16 of a T matrix) times a bf16 B fragment: f16 operands are split exactly into
+// bf16 hi + lo (two mma), bf16 ones go straight in.
+template <class T>
+__device__ __forceinline__ void mma_x_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    mma16816<__nv_bfloat16>(c, a, b0, b1);
+  } else {
+    uint32_t hi[4], lo[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h2_split_bf2(a[i], hi[i], lo[i]);
+    mma16816<__nv_bfloat16>(c, hi, b0, b1);
+    mma16816<__nv_bfloat16>(c, lo, b0, b1);
+  }
+}
+
+// f16 inputs: the inter-chunk states go as bf16 hi + lo parts (two passes over one shared-memory
+// buffer): a single bf16 rounding of the states (2^-9) would be several times the f16 rounding.
+template <class T>
+__host__ __device__ constexpr int state_parts() { return std::is_same<T, __half>::value ? 2 : 1; }
+
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  x += __shfl_xor_sync(0xffffffffu, x, 2);
+  return x;
+}
+
+// ------------------------------------------------------------------------------------------
+// Row kernel. grid (nch, B*H), 128 threads; warp w owns rows 64c + 16w + [0, 16).
+// Shared memory: B0 = Q, later FQ (64 rows); B1 = dY (64 rows); B2 = K, later FK (128 keys);
+// B3 = V, later R_c (bf16, D rows). Key index kk in [0, 128) is key 64(c-1) + kk.
+template <class T, int D>
+__global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_bfloat16* __restrict__ rec,
+                                                              const __nv_bfloat16* __restrict__ rec_lo,
+                                                              float4* __restrict__ rowinfo, T* __restrict__ dqp,
+                                                              T* __restrict__ dfqp, float* __restrict__ dgamma) {
+  constexpr int LDS = D + 8, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smraw[];
+  T* B0 = reinterpret_cast<T*>(smraw);
+  T* B1 = B0 + kC * LDS;
+  T* B2 = B1 + kC * LDS;
+  T* B3 = B2 + 2 * kC * LDS;
+  const int c = blockIdx.x, bh = blockIdx.y;
+  const int b = bh / p.H, h = bh % p.H, hk = h / p.group;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int T_ = p.T;
+  const int row0 = c * kC, key0 = row0 - kC;
+  const int nch = (T_ + kC - 1) / kC;
+  const T* q = (const T*)p.q + (int64_t)bh * T_ * D;
+  const T* k = (const T*)p.k + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* v = (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
+  const T* fk = (const T*)p.fk + (int64_t)bh * T_ * D;
+  const T* y = (const T*)p.y + (int64_t)bh * T_ * D;
+  const T* dy = (const T*)p.dy + (int64_t)bh * T_ * D;
+  T* dq = dqp + (int64_t)bh * T_ * D;
+  T* dfq = dfqp + (int64_t)bh * T_ * D;
+
+  const float gw = coef_win(p, b, h), gl = coef_la(p, h);
+  const bool win = mode_has_window(p.mode) && gw > 0.f;
+  const bool la = mode_has_la(p.mode) && gl != 0.f;
+  const int rlast = min(T_, row0 + kC) - 1;
+  bool s_act[2], a_act[2], v_act[2];
+  s_act[0] = win && c > 0 && win_lo(p, row0) < row0;
+  s_act[1] = win;
+  a_act[0] = la && c > 0 && la_end(p, rlast) > key0;
+  a_act[1] = la && la_end(p, rlast) > row0;
+  v_act[0] = s_act[0] || a_act[0];
+  v_act[1] = s_act[1] || a_act[1];
+  const bool inter = la && c >= 2 && nch >= 3;
+  const bool la_any = a_act[0] || a_act[1];
+  const bool any = win || la;
+
+  // G0: Q, K, dY, V
+  if (win) {
+    load_rows<T, D>(B0, q, row0, kC, T_);
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+      if (s_act[hh]) load_rows<T, D>(B2 + hh * kC * LDS, k, key0 + hh * kC, kC, T_);
+  }
+  if (any) load_rows<T, D>(B1, dy, row0, kC, T_);
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh)
+    if (v_act[hh]) load_rows<T, D>(B3 + hh * kC * LDS, v, key0 + hh * kC, kC, T_);
+  cp_commit();
+
+  const int na = row0 + warp * 16 + g, nb = na + 8;
+  const bool va = na < T_, vb = nb < T_;
+  const int64_t rb = (int64_t)bh * T_;
+  const float den_a = va ? p.den_swa[rb + na] + p.den_la[rb + na] : 0.f;
+  const float den_b = vb ? p.den_swa[rb + nb] + p.den_la[rb + nb] : 0.f;
+  const float wa_a = la && den_a > 0.f ? gl / den_a : 0.f, wa_b = la && den_b > 0.f ? gl / den_b : 0.f;
+  const float wb_a = win && den_a > 0.f ? gw / den_a : 0.f, wb_b = win && den_b > 0.f ? gw / den_b : 0.f;
+
+  cp_wait<0>();
+  __syncthreads();
+
+  // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path)
+  float Da = 0.f, Db = 0.f;
+  if (any) {
+    const T* Gw = B1 + warp * 16 * LDS;
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int n = row0 + warp * 16 + r;
+      float s = 0.f;
+      if (n < T_) {
+#pragma unroll
+        for (int cc = lane; cc < D / 2; cc += 32) {
+          const float2 yf = unpack2<T>(*reinterpret_cast<const uint32_t*>(y + (int64_t)n * D + 2 * cc));
+          const float2 gf = unpack2<T>(*reinterpret_cast<const uint32_t*>(Gw + r * LDS + 2 * cc));
+          s += yf.x * gf.x + yf.y * gf.y;
+        }
+      }
+      s = warp_sum(s);
+      if (r == g) Da = s;
+      if (r == g + 8) Db = s;
+    }
+  }
+
+  // ---- 1. S = Q K^T, window mask, row max and first arg-max, E = exp(S - c)
+  float pc[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
+  float mx_a = 0.f, mx_b = 0.f, rA_a = 0.f, rA_b = 0.f;
+  int arg_a = -1, arg_b = -1;
+  if (win) {
+    const T* Qw = B0 + warp * 16 * LDS;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      uint32_t qa[4];
+      ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!s_act[hh]) continue;
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t kf[4];
+          ldsm_x4(kf, smem_u32(B2 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
+                               ((lane >> 3) & 1) * 8));
+          mma16816<T>(pc[hh * 8 + np * 2], qa, kf[0], kf[1]);
+          mma16816<T>(pc[hh * 8 + np * 2 + 1], qa, kf[2], kf[3]);
+        }
+      }
+    }
+    const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
+    const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
+    float ba = -INFINITY, bb = -INFINITY;
+    int ia = INT_MAX, ib = INT_MAX;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (!s_act[nt / 8]) continue;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int j = key0 + nt * 8 + 2 * t + e;
+        float x = pc[nt][e] * p.scale;
+        x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
+        pc[nt][e] = x;
+        if (x > ba) { ba = x; ia = j; }
+        float z = pc[nt][2 + e] * p.scale;
+        z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
+        pc[nt][2 + e] = z;
+        if (z > bb) { bb = z; ib = j; }
+      }
+    }
+    // quad reduction of (max, first index)
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+      const float oa = __shfl_xor_sync(0xffffffffu, ba, o), ob = __shfl_xor_sync(0xffffffffu, bb, o);
+      const int oia = __shfl_xor_sync(0xffffffffu, ia, o), oib = __shfl_xor_sync(0xffffffffu, ib, o);
+      if (oa > ba || (oa == ba && oia < ia)) { ba = oa; ia = oia; }
+      if (ob > bb || (ob == bb && oib < ib)) { bb = ob; ib = oib; }
+    }
+    mx_a = ba == -INFINITY ? 0.f : ba;
+    mx_b = bb == -INFINITY ? 0.f : bb;
+    arg_a = ba == -INFINITY ? -1 : ia;
+    arg_b = bb == -INFINITY ? -1 : ib;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (!s_act[nt / 8]) continue;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        pc[nt][e] = expf(pc[nt][e] - mx_a);
+        pc[nt][2 + e] = expf(pc[nt][2 + e] - mx_b);
+        rA_a += pc[nt][e];
+        rA_b += pc[nt][2 + e];
+      }
+    }
+    rA_a = quad_sum(rA_a);
+    rA_b = quad_sum(rA_b);
+  }
+
+  // ---- 2. dP = dY V^T over the keys either branch uses
+  float dp[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.f;
+  if (v_act[0] || v_act[1]) {
+    const T* Gw = B1 + warp * 16 * LDS;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      uint32_t ga[4];
+      ldsm_x4(ga, smem_u32(Gw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!v_act[hh]) continue;
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t vf[4];
+          ldsm_x4(vf, smem_u32(B3 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
+                               ((lane >> 3) & 1) * 8));
+          mma16816<T>(dp[hh * 8 + np * 2], ga, vf[0], vf[1]);
+          mma16816<T>(dp[hh * 8 + np * 2 + 1], ga, vf[2], vf[3]);
+        }
+      }
+    }
+  }
+  // ds = wb E (dP - D); dc = -sum ds; ds += dc at the arg-max; dy . U = sum E dP (for dgamma)
+  float rU_a = 0.f, rU_b = 0.f, dc_a = 0.f, dc_b = 0.f;
+  uint32_t dsp[8][4];
+  if (win) {
+    float rs_a = 0.f, rs_b = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (!s_act[nt / 8]) continue;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float ea = pc[nt][e], eb = pc[nt][2 + e];
+        rU_a += ea * dp[nt][e];
+        rU_b += eb * dp[nt][2 + e];
+        const float sa = wb_a * ea * (dp[nt][e] - Da), sb = wb_b * eb * (dp[nt][2 + e] - Db);
+        rs_a += sa;
+        rs_b += sb;
+        pc[nt][e] = sa;
+        pc[nt][2 + e] = sb;
+      }
+    }
+    rU_a = quad_sum(rU_a);
+    rU_b = quad_sum(rU_b);
+    dc_a = -quad_sum(rs_a);
+    dc_b = -quad_sum(rs_b);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int j = key0 + nt * 8 + 2 * t + e;
+        if (j == arg_a) pc[nt][e] += dc_a;
+        if (j == arg_b) pc[nt][2 + e] += dc_b;
+      }
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+      dsp[kk][0] = pack2<T>(pc[2 * kk][0], pc[2 * kk][1]);
+      dsp[kk][1] = pack2<T>(pc[2 * kk][2], pc[2 * kk][3]);
+      dsp[kk][2] = pack2<T>(pc[2 * kk + 1][0], pc[2 * kk + 1][1]);
+      dsp[kk][3] = pack2<T>(pc[2 * kk + 1][2], pc[2 * kk + 1][3]);
+    }
+  }
+
+  __syncthreads();  // every warp is done with Q (B0) and V (B3)
+  // G1: FQ, R_c
+  if (la_any || inter) load_rows<T, D>(B0, fq, row0, kC, T_);
+  if (inter) {
+    const __nv_bfloat16* R = rec + ((int64_t)bh * nch + c) * D * LDS;
+    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B3);
+    for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
+  }
+  cp_commit();
+
+  // ---- 3. dq = scale ds K
+  {
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    if (win) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!s_act[hh]) continue;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const T* krow = B2 + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int np = 0; np < ND / 2; ++np) {
+            uint32_t kf[4];
+            ldsm_x4_t(kf, smem_u32(krow + np * 16));
+            mma16816<T>(o[2 * np], dsp[hh * 4 + kk], kf[0], kf[1]);
+            mma16816<T>(o[2 * np + 1], dsp[hh * 4 + kk], kf[2], kf[3]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      if (va) *reinterpret_cast<uint32_t*>(dq + (int64_t)na * D + col) = pack2<T>(o[nt][0] * p.scale, o[nt][1] * p.scale);
+      if (vb) *reinterpret_cast<uint32_t*>(dq + (int64_t)nb * D + col) = pack2<T>(o[nt][2] * p.scale, o[nt][3] * p.scale);
+    }
+  }
+
+  __syncthreads();  // every warp is done with K (B2)
+  // G2: FK
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh)
+    if (a_act[hh]) load_rows<T, D>(B2 + hh * kC * LDS, fk, key0 + hh * kC, kC, T_);
+  cp_commit();
+  cp_wait<0>();
+  __syncthreads();
+
+  // ---- 4. A = FQ FK^T on the recent LA keys: dy . N (intra part), dA = wa (dP - D)
+  float gN_a = 0.f, gN_b = 0.f;
+  uint32_t dap[8][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) dap[i][0] = dap[i][1] = dap[i][2] = dap[i][3] = 0u;
+  const T* FQw = B0 + warp * 16 * LDS;
+  if (la_any) {
+    const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      if (!a_act[hh]) continue;
+      float a[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        uint32_t fa[4];
+        ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t kf[4];
+          ldsm_x4(kf, smem_u32(B2 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
+                               ((lane >> 3) & 1) * 8));
+          mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
+          mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = key0 + hh * kC + i * 8 + 2 * t + e;
+          const bool ina = j < le_a, inb = j < le_b;
+          gN_a += ina ? a[i][e] * dp[hh * 8 + i][e] : 0.f;
+          gN_b += inb ? a[i][2 + e] * dp[hh * 8 + i][2 + e] : 0.f;
+          a[i][e] = ina ? wa_a * (dp[hh * 8 + i][e] - Da) : 0.f;
+          a[i][2 + e] = inb ? wa_b * (dp[hh * 8 + i][2 + e] - Db) : 0.f;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        dap[hh * 4 + kk][0] = pack2<T>(a[2 * kk][0], a[2 * kk][1]);
+        dap[hh * 4 + kk][1] = pack2<T>(a[2 * kk][2], a[2 * kk][3]);
+        dap[hh * 4 + kk][2] = pack2<T>(a[2 * kk + 1][0], a[2 * kk + 1][1]);
+        dap[hh * 4 + kk][3] = pack2<T>(a[2 * kk + 1][2], a[2 * kk + 1][3]);
+      }
+    }
+  }
+
+  // ---- 5. dfq = wa (R_c dy - z_c D) + dA FK
+  {
+    float f[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) f[i][0] = f[i][1] = f[i][2] = f[i][3] = 0.f;
+    if (inter) {
+      const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(B3);
+      const T* Gw = B1 + warp * 16 * LDS;
+#pragma unroll 1
+      for (int part = 0; part < state_parts<T>(); ++part) {
+      if (part == 1) {
+        __syncthreads();  // every warp is done with the hi part
+        const __nv_bfloat16* R = rec_lo + ((int64_t)bh * nch + c) * D * LDS;
+        __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B3);
+        for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+      }
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        uint32_t ga[4];
+        ldsm_x4(ga, smem_u32(Gw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+        uint32_t hi[4], lo[4];
+        if constexpr (!std::is_same<T, __nv_bfloat16>::value) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) h2_split_bf2(ga[i], hi[i], lo[i]);
+        }
+#pragma unroll
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t rf[4];
+          ldsm_x4(rf, smem_u32(Rs + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+          if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+            mma16816<__nv_bfloat16>(f[2 * np], ga, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(f[2 * np + 1], ga, rf[2], rf[3]);
+          } else {
+            mma16816<__nv_bfloat16>(f[2 * np], hi, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(f[2 * np], lo, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(f[2 * np + 1], hi, rf[2], rf[3]);
+            mma16816<__nv_bfloat16>(f[2 * np + 1], lo, rf[2], rf[3]);
+          }
+        }
+      }
+      }  // part
+      // dy . N (inter part) = fq . (R_c dy); then scale and subtract z D
+#pragma unroll
+      for (int nt = 0; nt < ND; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        const float2 qa2 = unpack2<T>(*reinterpret_cast<const uint32_t*>(FQw + g * LDS + col));
+        const float2 qb2 = unpack2<T>(*reinterpret_cast<const uint32_t*>(FQw + (g + 8) * LDS + col));
+        gN_a += qa2.x * f[nt][0] + qa2.y * f[nt][1];
+        gN_b += qb2.x * f[nt][2] + qb2.y * f[nt][3];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float2 zz = unpack2<__nv_bfloat16>(*reinterpret_cast<const uint32_t*>(Rs + (col + e) * LDS + D));
+          const float z = zz.x + zz.y;
+          f[nt][e] = wa_a * (f[nt][e] - Da * z);
+          f[nt][2 + e] = wa_b * (f[nt][2 + e] - Db * z);
+        }
+      }
+    }
+    if (la_any) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!a_act[hh]) continue;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const T* krow = B2 + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int np = 0; np < ND / 2; ++np) {
+            uint32_t kf[4];
+            ldsm_x4_t(kf, smem_u32(krow + np * 16));
+            mma16816<T>(f[2 * np], dap[hh * 4 + kk], kf[0], kf[1]);
+            mma16816<T>(f[2 * np + 1], dap[hh * 4 + kk], kf[2], kf[3]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      if (va) *reinterpret_cast<uint32_t*>(dfq + (int64_t)na * D + col) = pack2<T>(f[nt][0], f[nt][1]);
+      if (vb) *reinterpret_cast<uint32_t*>(dfq + (int64_t)nb * D + col) = pack2<T>(f[nt][2], f[nt][3]);
+    }
+  }
+  gN_a = quad_sum(gN_a);
+  gN_b = quad_sum(gN_b);
+
+  // ---- 6. per-row record for the key side, dgamma
+  if (t == 0) {
+    if (va) rowinfo[rb + na] = make_float4(mx_a, dc_a, Da, __int_as_float(arg_a));
+    if (vb) rowinfo[rb + nb] = make_float4(mx_b, dc_b, Db, __int_as_float(arg_b));
+  }
+  if ((p.mode == kModeHybrid || p.mode == kModeOverlap) && win) {
+    const float kp = p.keep ? p.keep[b * p.H + h] : 1.f;
+    const float mult = kp + (p.affine ? gw / gl : 0.f);
+    float contrib = 0.f;
+    if (t == 0) {
+      if (va && den_a > 0.f) contrib += (p.den_la[rb + na] * rU_a - gl * rA_a * gN_a) / (den_a * den_a) * mult;
+      if (vb && den_b > 0.f) contrib += (p.den_la[rb + nb] * rU_b - gl * rA_b * gN_b) / (den_b * den_b) * mult;
+    }
+    contrib = warp_sum(contrib);
+    if (lane == 0 && contrib != 0.f) atomicAdd(dgamma + h, contrib);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Reverse state pass (mirror of the forward's fast_state_kernel). List index i in [0, M), M = nch-1,
+// walks chunk m = nch-1-i; before adding chunk m the state is Rr_{m-1} = sum over rows of chunks
+// >= m+1 of fq (wa dy)^T (and rz = sum fq wa D), written for m-1 <= nch-3. grid (segments, B*H),
+// D/16 warps; warp w owns state rows f in [16w, 16w + 16). The B operand is dY scaled by wa in shared
+// memory, with wa D split into bf16-exact hi/lo in columns D, D+1 (rz comes out of the mma in fp32).
+template <class T, int D, bool SUM>
+__global__ void __launch_bounds__(2 * D) fast_rev_state_kernel(KP p, int M, int G, int nseg,
+                                                              const float4* __restrict__ rowinfo, float* part,
+                                                              __nv_bfloat16* rec, __nv_bfloat16* rec_lo, float* rzb) {
+  constexpr int LDS = D + 8, ND = D / 8, CPR = D / 8;
+  extern __shared__ __align__(16) unsigned char smraw[];
+  T* FQs = reinterpret_cast<T*>(smraw);  // 2 stages x kC x LDS
+  T* Gs = FQs + 2 * kC * LDS;            // 2 stages x kC x LDS
+  const int s = blockIdx.x, bh = blockIdx.y;
+  const int h = bh % p.H;
+  const int T_ = p.T;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int nch = (T_ + kC - 1) / kC;
+  const int i0 = s * G, i1 = min(M, i0 + G);
+  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
+  const T* dy = (const T*)p.dy + (int64_t)bh * T_ * D;
+  const int64_t rb = (int64_t)bh * T_;
+  const float gl = coef_la(p, h);
+  const int64_t per = (int64_t)D * D + D;
+  const int f0 = warp * 16 + g;
+
+  float u[ND + 1][4];
+#pragma unroll
+  for (int i = 0; i <= ND; ++i) u[i][0] = u[i][1] = u[i][2] = u[i][3] = 0.f;
+  if (!SUM && s > 0) {
+    const float* src = part + ((int64_t)bh * nseg + s) * per;
+#pragma unroll
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      u[nt][0] = src[(int64_t)f0 * D + col];
+      u[nt][1] = src[(int64_t)f0 * D + col + 1];
+      u[nt][2] = src[(int64_t)(f0 + 8) * D + col];
+      u[nt][3] = src[(int64_t)(f0 + 8) * D + col + 1];
+    }
+    if (t == 0) {
+      u[ND][0] = src[(int64_t)D * D + f0];
+      u[ND][2] = src[(int64_t)D * D + f0 + 8];
+    }
+  }
+  if (i0 < i1) {
+    load_rows<T, D>(FQs, fq, (nch - 1 - i0) * kC, kC, T_);
+    load_rows<T, D>(Gs, dy, (nch - 1 - i0) * kC, kC, T_);
+  }
+  cp_commit();
+  for (int i = i0; i < i1; ++i) {
+    const int st = (i - i0) & 1, m = nch - 1 - i;
+    cp_wait<0>();
+    __syncthreads();
+    if (i + 1 < i1) {
+      load_rows<T, D>(FQs + (st ^ 1) * kC * LDS, fq, (m - 1) * kC, kC, T_);
+      load_rows<T, D>(Gs + (st ^ 1) * kC * LDS, dy, (m - 1) * kC, kC, T_);
+    }
+    cp_commit();
+    if (!SUM) {
+      if (i >= 1) {
+        const int idx = m - 1;  // key chunk whose reverse state this is
+        __nv_bfloat16* R = rec + ((int64_t)bh * nch + idx) * D * LDS;
+#pragma unroll
+        for (int nt = 0; nt < ND; ++nt) {
+          const int col = nt * 8 + 2 * t;
+          *reinterpret_cast<uint32_t*>(R + f0 * LDS + col) = pack2<__nv_bfloat16>(u[nt][0], u[nt][1]);
+          *reinterpret_cast<uint32_t*>(R + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(u[nt][2], u[nt][3]);
+        }
+        if constexpr (state_parts<T>() == 2) {
+          __nv_bfloat16* L = rec_lo + ((int64_t)bh * nch + idx) * D * LDS;
+          auto res = [](float x) { return x - __bfloat162float(__float2bfloat16_rn(x)); };
+#pragma unroll
+          for (int nt = 0; nt < ND; ++nt) {
+            const int col = nt * 8 + 2 * t;
+            *reinterpret_cast<uint32_t*>(L + f0 * LDS + col) = pack2<__nv_bfloat16>(res(u[nt][0]), res(u[nt][1]));
+            *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(res(u[nt][2]), res(u[nt][3]));
+          }
+        }
+        if (t == 0) {
+          rzb[((int64_t)bh * nch + idx) * D + f0] = u[ND][0] + u[ND][1];
+          rzb[((int64_t)bh * nch + idx) * D + f0 + 8] = u[ND][2] + u[ND][3];
+        }
+      }
+      if (i + 1 >= M) continue;  // Rr_0 is the last one anyone reads
+    }
+    // scale the dY rows of chunk m by wa_n; columns D.. get (hi, lo) of wa_n D_n, then zeros
+    T* Gst = Gs + st * kC * LDS;
+    for (int idx = tid; idx < kC * (CPR + 1); idx += blockDim.x) {
+      const int r = idx / (CPR + 1), cc = idx - r * (CPR + 1), n = m * kC + r;
+      float wa = 0.f, Dn = 0.f;
+      if (n < T_) {
+        const float den = p.den_swa[rb + n] + p.den_la[rb + n];
+        wa = den > 0.f ? gl / den : 0.f;
+        Dn = rowinfo[rb + n].z;
+      }
+      uint4* ptr = reinterpret_cast<uint4*>(Gst + r * LDS + cc * 8);
+      if (cc < CPR) {
+        uint4 x = *ptr;
+        uint32_t* w = reinterpret_cast<uint32_t*>(&x);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f2 = unpack2<T>(w[e]);
+          w[e] = pack2<T>(f2.x * wa, f2.y * wa);
+        }
+        *ptr = x;
+      } else {
+        const float zv = wa * Dn;
+        uint32_t w0;
+        if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+          const float h1 = __bfloat162float(__float2bfloat16_rn(zv));
+          w0 = pack2<T>(h1, zv - h1);
+        } else {
+          const float h1 = __half2float(__float2half_rn(zv));
+          w0 = pack2<T>(h1, zv - h1);
+        }
+        *ptr = make_uint4(w0, 0u, 0u, 0u);
+      }
+    }
+    __syncthreads();
+    const T* FQ = FQs + st * kC * LDS;
+#pragma unroll
+    for (int kk = 0; kk < kC / 16; ++kk) {
+      uint32_t a[4];
+      ldsm_x4_t(a, smem_u32(FQ + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + warp * 16 + ((lane >> 3) & 1) * 8));
+      const T* grow = Gst + (kk * 16 + (lane & 15)) * LDS;
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(grow + np * 16 + (lane >> 4) * 8));
+        mma16816<T>(u[2 * np], a, bf[0], bf[1]);
+        mma16816<T>(u[2 * np + 1], a, bf[2], bf[3]);
+      }
+      uint32_t bz[2];
+      ldsm_x2_t(bz, smem_u32(grow + D));
+      mma16816<T>(u[ND], a, bz[0], bz[1]);
+    }
+  }
+  cp_wait<0>();
+  if (SUM) {
+    float* dst = part + ((int64_t)bh * nseg + s) * per;
+#pragma unroll
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      dst[(int64_t)f0 * D + col] = u[nt][0];
+      dst[(int64_t)f0 * D + col + 1] = u[nt][1];
+      dst[(int64_t)(f0 + 8) * D + col] = u[nt][2];
+      dst[(int64_t)(f0 + 8) * D + col + 1] = u[nt][3];
+    }
+    if (t == 0) {
+      dst[(int64_t)D * D + f0] = u[ND][0] + u[ND][1];
+      dst[(int64_t)D * D + f0 + 8] = u[ND][2] + u[ND][3];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Key kernel. grid (nch, B*H), 128 threads; warp w owns keys 64c + 16w + [0, 16); rows are those of
+// chunks c (half 0) and c+1 (half 1), in tiles of 16. Shared memory: KS, VS, FKS (64 keys), then a
+// row stage QS, GS, FQS (64 rows of one half; QS..GS later hold Rr_c), then per-row scalars.
+// ACC: GQA, dk and dv are added into fp32 buffers (atomics over the heads of a group).
+template <class T, int D, bool ACC>
+__global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_bfloat16* __restrict__ rrec,
+                                                              const __nv_bfloat16* __restrict__ rrec_lo,
+                                                              const float* __restrict__ rzb,
+                                                              const float4* __restrict__ rowinfo, T* __restrict__ dkp,
+                                                              T* __restrict__ dvp, T* __restrict__ dfkp,
+                                                              float* __restrict__ dkacc, float* __restrict__ dvacc) {
+  constexpr int LDS = D + 8, ND = D / 8, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smraw[];
+  T* KSm = reinterpret_cast<T*>(smraw);
+  T* VSm = KSm + kC * LDS;
+  T* FKS = VSm + kC * LDS;
+  T* QS = FKS + kC * LDS;
+  T* GS = QS + kC * LDS;
+  T* FQS = GS + kC * LDS;
+  float* cm = reinterpret_cast<float*>(FQS + kC * LDS);  // 2kC each
+  float* wbv = cm + 2 * kC;
+  float* wav = wbv + 2 * kC;
+  float* Dv = wav + 2 * kC;
+  float* dcv = Dv + 2 * kC;
+  int* argv = reinterpret_cast<int*>(dcv + 2 * kC);
+  int* wlo = argv + 2 * kC;
+  int* lae = wlo + 2 * kC;
+  const int c = blockIdx.x, bh = blockIdx.y;
+  const int b = bh / p.H, h = bh % p.H, hk = h / p.group;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int T_ = p.T;
+  const int key0 = c * kC;
+  const int nch = (T_ + kC - 1) / kC;
+  const T* q = (const T*)p.q + (int64_t)bh * T_ * D;
+  const T* k = (const T*)p.k + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* v = (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
+  const T* fk = (const T*)p.fk + (int64_t)bh * T_ * D;
+  const T* dy = (const T*)p.dy + (int64_t)bh * T_ * D;
+  const int64_t kvb = ((int64_t)b * p.Hkv + hk) * T_;
+  const int64_t rb = (int64_t)bh * T_;
+
+  const float gw = coef_win(p, b, h), gl = coef_la(p, h);
+  const bool win = mode_has_window(p.mode) && gw > 0.f;
+  const bool la = mode_has_la(p.mode) && gl != 0.f;
+  const bool h1 = c + 1 < nch;
+  bool sh[2], lh[2], rh[2];
+  sh[0] = win;
+  sh[1] = win && h1 && win_lo(p, key0 + kC) < key0 + kC;
+  lh[0] = la && la_end(p, min(T_, key0 + kC) - 1) > key0;
+  lh[1] = la && h1 && la_end(p, min(T_, key0 + 2 * kC) - 1) > key0;
+  rh[0] = sh[0] || lh[0];
+  rh[1] = sh[1] || lh[1];
+  const bool inter = la && c + 2 <= nch - 1;
+  const bool sany = sh[0] || sh[1], lany = lh[0] || lh[1];
+
+  if (sany) load_rows<T, D>(KSm, k, key0, kC, T_);
+  if (rh[0] || rh[1] || inter) load_rows<T, D>(VSm, v, key0, kC, T_);
+  if (lany || inter) load_rows<T, D>(FKS, fk, key0, kC, T_);
+  auto load_half = [&](int hh) {
+    const int r0 = key0 + hh * kC;
+    if (sh[hh]) load_rows<T, D>(QS, q, r0, kC, T_);
+    load_rows<T, D>(GS, dy, r0, kC, T_);
+    if (lh[hh]) load_rows<T, D>(FQS, fq, r0, kC, T_);
+  };
+  int loaded = rh[0] ? 0 : (rh[1] ? 1 : -1);
+  if (loaded >= 0) load_half(loaded);
+  cp_commit();
+  {
+    const int i = tid;  // 128 threads, 2kC rows
+    const int n = key0 + i;
+    if (n < T_) {
+      const float4 ri = rowinfo[rb + n];
+      const float den = p.den_swa[rb + n] + p.den_la[rb + n];
+      cm[i] = ri.x;
+      dcv[i] = ri.y;
+      Dv[i] = ri.z;
+      argv[i] = win ? __float_as_int(ri.w) : -1;
+      wbv[i] = win && den > 0.f ? gw / den : 0.f;
+      wav[i] = la && den > 0.f ? gl / den : 0.f;
+      wlo[i] = win ? win_lo(p, n) : INT_MAX;
+      lae[i] = la ? la_end(p, n) : INT_MIN;
+    } else {
+      cm[i] = 0.f; dcv[i] = 0.f; Dv[i] = 0.f; argv[i] = -1; wbv[i] = 0.f; wav[i] = 0.f;
+      wlo[i] = INT_MAX; lae[i] = INT_MIN;
+    }
+  }
+
+  const int ja = key0 + warp * 16 + g, jb = ja + 8;  // this lane's keys (rows of the C fragments)
+  const T* Kw = KSm + warp * 16 * LDS;
+  const T* Vw = VSm + warp * 16 * LDS;
+  const T* FKw = FKS + warp * 16 * LDS;
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int i = 0; i < ND; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+  uint32_t dAr[8][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) dAr[i][0] = dAr[i][1] = dAr[i][2] = dAr[i][3] = 0u;
+
+  // ---- phase 1: dk, dv over the rows of both halves; dA^T kept in registers
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    if (!rh[hh]) continue;
+    if (hh != loaded) {
+      __syncthreads();  // every warp is done with the other half's rows
+      load_half(hh);
+      cp_commit();
+      loaded = hh;
+    }
+    cp_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int rt = 0; rt < 4; ++rt) {
+      const int rl0 = hh * kC + rt * 16;  // local row index (0..127) of the tile's first row
+      const T* Qt = QS + rt * 16 * LDS;
+      const T* Gt = GS + rt * 16 * LDS;
+      const T* Ft = FQS + rt * 16 * LDS;
+      float s[2][4] = {}, dp[2][4] = {}, a[2][4] = {};
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const int bo = ((lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8;
+        const int ao = (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8;
+        uint32_t af[4], bfr[4];
+        if (sh[hh]) {
+          ldsm_x4(af, smem_u32(Kw + ao));
+          ldsm_x4(bfr, smem_u32(Qt + bo));
+          mma16816<T>(s[0], af, bfr[0], bfr[1]);
+          mma16816<T>(s[1], af, bfr[2], bfr[3]);
+        }
+        ldsm_x4(af, smem_u32(Vw + ao));
+        ldsm_x4(bfr, smem_u32(Gt + bo));
+        mma16816<T>(dp[0], af, bfr[0], bfr[1]);
+        mma16816<T>(dp[1], af, bfr[2], bfr[3]);
+        if (lh[hh]) {
+          ldsm_x4(af, smem_u32(FKw + ao));
+          ldsm_x4(bfr, smem_u32(Ft + bo));
+          mma16816<T>(a[0], af, bfr[0], bfr[1]);
+          mma16816<T>(a[1], af, bfr[2], bfr[3]);
+        }
+      }
+      // C element [nt][hr*2 + e]: key (hr ? jb : ja), local row rl0 + nt*8 + 2t + e
+      float wv[2][4], ds[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int rl = rl0 + nt * 8 + 2 * t + e, n = key0 + rl, j = hr ? jb : ja, ci = hr * 2 + e;
+            const float dpv = dp[nt][ci] - Dv[rl];
+            float P = 0.f, dsv = 0.f, lw = 0.f, da = 0.f;
+            if (sh[hh]) {
+              if (j >= wlo[rl] && j <= n) {
+                P = wbv[rl] * expf(s[nt][ci] * p.scale - cm[rl]);
+                dsv = P * dpv;
+              }
+              if (argv[rl] == j) dsv += dcv[rl];
+            }
+            if (lh[hh] && j < lae[rl]) {
+              lw = wav[rl] * a[nt][ci];
+              da = wav[rl] * dpv;
+            }
+            wv[nt][ci] = P + lw;
+            ds[nt][ci] = dsv;
+            a[nt][ci] = da;
+          }
+      uint32_t wf[4], sf[4];
+      wf[0] = pack2<T>(wv[0][0], wv[0][1]);
+      wf[1] = pack2<T>(wv[0][2], wv[0][3]);
+      wf[2] = pack2<T>(wv[1][0], wv[1][1]);
+      wf[3] = pack2<T>(wv[1][2], wv[1][3]);
+      sf[0] = pack2<T>(ds[0][0], ds[0][1]);
+      sf[1] = pack2<T>(ds[0][2], ds[0][3]);
+      sf[2] = pack2<T>(ds[1][0], ds[1][1]);
+      sf[3] = pack2<T>(ds[1][2], ds[1][3]);
+      dAr[hh * 4 + rt][0] = pack2<T>(a[0][0], a[0][1]);
+      dAr[hh * 4 + rt][1] = pack2<T>(a[0][2], a[0][3]);
+      dAr[hh * 4 + rt][2] = pack2<T>(a[1][0], a[1][1]);
+      dAr[hh * 4 + rt][3] = pack2<T>(a[1][2], a[1][3]);
+      const T* grow = Gt + (lane & 15) * LDS + (lane >> 4) * 8;
+      const T* qrow = Qt + (lane & 15) * LDS + (lane >> 4) * 8;
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t bfr[4];
+        ldsm_x4_t(bfr, smem_u32(grow + np * 16));
+        mma16816<T>(dv[2 * np], wf, bfr[0], bfr[1]);
+        mma16816<T>(dv[2 * np + 1], wf, bfr[2], bfr[3]);
+        if (sh[hh]) {
+          ldsm_x4_t(bfr, smem_u32(qrow + np * 16));
+          mma16816<T>(dk[2 * np], sf, bfr[0], bfr[1]);
+          mma16816<T>(dk[2 * np + 1], sf, bfr[2], bfr[3]);
+        }
+      }
+    }
+  }
+
+  // ---- inter-chunk LA: Rr_c into QS..GS; dv += FK Rr_c
+  const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(QS);
+  auto load_rr = [&](int part) {
+    __syncthreads();  // every warp is done with QS, GS (rows, or the other part)
+    const __nv_bfloat16* R = (part ? rrec_lo : rrec) + ((int64_t)bh * nch + c) * D * LDS;
+    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(QS);
+    for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+  };
+  if (inter) {
+#pragma unroll 1
+    for (int part = 0; part < state_parts<T>(); ++part) {
+    load_rr(part);
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      uint32_t af[4];
+      ldsm_x4(af, smem_u32(FKw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+      const __nv_bfloat16* rrow = Rs + (ks * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t bfr[4];
+        ldsm_x4_t(bfr, smem_u32(rrow + np * 16));
+        mma_x_bf16<T>(dv[2 * np], af, bfr[0], bfr[1]);
+        mma_x_bf16<T>(dv[2 * np + 1], af, bfr[2], bfr[3]);
+      }
+    }
+    }  // part
+  }
+  // write dk, dv
+  const bool oka = ja < T_, okb = jb < T_;
+#pragma unroll
+  for (int nt = 0; nt < ND; ++nt) {
+    const int col = nt * 8 + 2 * t;
+    if constexpr (ACC) {
+      if (oka) {
+        atomicAdd(dkacc + (kvb + ja) * D + col, dk[nt][0] * p.scale);
+        atomicAdd(dkacc + (kvb + ja) * D + col + 1, dk[nt][1] * p.scale);
+        atomicAdd(dvacc + (kvb + ja) * D + col, dv[nt][0]);
+        atomicAdd(dvacc + (kvb + ja) * D + col + 1, dv[nt][1]);
+      }
+      if (okb) {
+        atomicAdd(dkacc + (kvb + jb) * D + col, dk[nt][2] * p.scale);
+        atomicAdd(dkacc + (kvb + jb) * D + col + 1, dk[nt][3] * p.scale);
+        atomicAdd(dvacc + (kvb + jb) * D + col, dv[nt][2]);
+        atomicAdd(dvacc + (kvb + jb) * D + col + 1, dv[nt][3]);
+      }
+    } else {
+      if (oka) {
+        *reinterpret_cast<uint32_t*>(dkp + (kvb + ja) * D + col) = pack2<T>(dk[nt][0] * p.scale, dk[nt][1] * p.scale);
+        *reinterpret_cast<uint32_t*>(dvp + (kvb + ja) * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
+      }
+      if (okb) {
+        *reinterpret_cast<uint32_t*>(dkp + (kvb + jb) * D + col) = pack2<T>(dk[nt][2] * p.scale, dk[nt][3] * p.scale);
+        *reinterpret_cast<uint32_t*>(dvp + (kvb + jb) * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+      }
+    }
+  }
+
+  // ---- phase 2: dfk = V Rr_c^T - rz_c + dA^T FQ (reusing dv's registers)
+#pragma unroll
+  for (int i = 0; i < ND; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+  if (inter) {
+#pragma unroll 1
+    for (int part = state_parts<T>() - 1; part >= 0; --part) {  // the last part loaded is resident
+    if (part != state_parts<T>() - 1) load_rr(part);
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      uint32_t af[4];
+      ldsm_x4(af, smem_u32(Vw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t bfr[4];
+        ldsm_x4(bfr, smem_u32(Rs + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+        mma_x_bf16<T>(dv[2 * np], af, bfr[0], bfr[1]);
+        mma_x_bf16<T>(dv[2 * np + 1], af, bfr[2], bfr[3]);
+      }
+    }
+    }  // part
+    const float* rz = rzb + ((int64_t)bh * nch + c) * D;
+#pragma unroll
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      const float z0 = rz[col], z1 = rz[col + 1];
+      dv[nt][0] -= z0;
+      dv[nt][1] -= z1;
+      dv[nt][2] -= z0;
+      dv[nt][3] -= z1;
+    }
+  }
+  if (loaded >= 0) {
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+      const int hh = pass == 0 ? loaded : 1 - loaded;
+      if (!lh[hh]) continue;
+      if (pass == 1) {
+        __syncthreads();  // every warp is done with FQS
+        load_rows<T, D>(FQS, fq, key0 + hh * kC, kC, T_);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+      }
+#pragma unroll
+      for (int rt = 0; rt < 4; ++rt) {
+        uint32_t af[4];  // (selects, so that dAr stays in registers: hh is not a compile-time index)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) af[i] = hh ? dAr[4 + rt][i] : dAr[rt][i];
+        const T* frow = FQS + (rt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t bfr[4];
+          ldsm_x4_t(bfr, smem_u32(frow + np * 16));
+          mma16816<T>(dv[2 * np], af, bfr[0], bfr[1]);
+          mma16816<T>(dv[2 * np + 1], af, bfr[2], bfr[3]);
+        }
+      }
+    }
+  }
+  T* dfk = dfkp + rb * D;
+#pragma unroll
+  for (int nt = 0; nt < ND; ++nt) {
+    const int col = nt * 8 + 2 * t;
+    if (oka) *reinterpret_cast<uint32_t*>(dfk + (int64_t)ja * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
+    if (okb) *reinterpret_cast<uint32_t*>(dfk + (int64_t)jb * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+  }
+}
+
+template <class T>
+__global__ void fast_convert_kernel(const float* __restrict__ src, T* __restrict__ dst, int64_t n2) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n2) {
+    const float2 x = reinterpret_cast<const float2*>(src)[i];
+    reinterpret_cast<uint32_t*>(dst)[i] = pack2<T>(x.x, x.y);
+  }
+}
+
+#ifdef HA_FAST_TIMING
+}  // namespace fast
+extern int g_fast_timing;
+namespace fast {
+#endif
+
+static int state_segments_bwd(int BH) {
+  // as the forward's state_segments: one walker per (b, h) once B*H covers half the SMs
+  if (2 * BH >= sm_count()) return 1;
+  return (4 * sm_count() + BH - 1) / BH;
+}
+
+template <class T, int D>
+void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, float* dgamma, cudaStream_t st) {
+  constexpr int LDS = D + 8;
+  const int BH = p.B * p.H;
+  const int nch = (p.T + kC - 1) / kC;
+  const int64_t rows = (int64_t)BH * p.T;
+  const int64_t nkv = (int64_t)p.B * p.Hkv * p.T;
+  cudaEvent_t ev[5] = {};
+#ifdef HA_FAST_TIMING
+  if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
+#endif
+  auto mark = [&](int i) { if (ev[i]) check(cudaEventRecord(ev[i], st), "timing event"); };
+  mark(0);
+  check(cudaMemsetAsync(dgamma, 0, sizeof(float) * p.H, st), "memset dgamma");
+  float4* rowinfo = nullptr;
+  ws_alloc(&rowinfo, sizeof(float4) * (size_t)rows, st);
+  // 1. forward states
+  __nv_bfloat16* rec_lo = nullptr;
+  __nv_bfloat16* rec = launch_fast_states(p, dt, st, state_parts<T>() == 2 ? &rec_lo : nullptr);
+  mark(1);
+  // 2. row kernel
+  {
+    const size_t smem = sizeof(T) * 6 * kC * LDS;
+    check(cudaFuncSetAttribute(fast_bwd_row_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fast bwd row smem");
+    fast_bwd_row_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rowinfo, dq, dfq, dgamma);
+    check_launch("fast_bwd_row");
+  }
+  mark(2);
+  // 3. reverse states (into the forward states' buffer: the row kernel is done with it)
+  float* rz = nullptr;
+  const bool inter = mode_has_la(p.mode) && nch >= 3;
+  if (inter) {
+    ws_alloc(&rz, sizeof(float) * (size_t)BH * nch * D, st);
+    const int M = nch - 1;
+    const int want = state_segments_bwd(BH);
+    int G = (M + std::max(1, want) - 1) / std::max(1, want);
+    G = std::max(2, G);
+    const int nseg = (M + G - 1) / G;
+    const int64_t per = (int64_t)D * D + D;
+    const size_t smem = sizeof(T) * 4 * kC * LDS;
+    float* part = nullptr;
+    if (nseg > 1) {
+      ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
+      check(cudaFuncSetAttribute(fast_rev_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "fast rev state smem");
+      fast_rev_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, smem, st>>>(p, M, G, nseg, rowinfo, part, rec, rec_lo, rz);
+      check_launch("fast_rev_state_sum");
+      launch_segment_scan(part, BH, nseg, per, +1, st);
+    }
+    check(cudaFuncSetAttribute(fast_rev_state_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fast rev state smem");
+    fast_rev_state_kernel<T, D, false><<<dim3(nseg, BH), 2 * D, smem, st>>>(p, M, G, nseg, rowinfo, part, rec, rec_lo, rz);
+    check_launch("fast_rev_state_walk");
+    if (part) check(cudaFreeAsync(part, st), "fast workspace free");
+  }
+  mark(3);
+  // 4. key kernel
+  {
+    const size_t smem = sizeof(T) * 6 * kC * LDS + sizeof(float) * 8 * 2 * kC;
+    if (p.group == 1) {
+      check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "fast bwd key smem");
+      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr);
+      check_launch("fast_bwd_key");
+    } else {
+      float* acc = nullptr;
+      ws_alloc(&acc, sizeof(float) * 2 * (size_t)nkv * D, st);
+      check(cudaMemsetAsync(acc, 0, sizeof(float) * 2 * (size_t)nkv * D, st), "memset dk/dv acc");
+      check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "fast bwd key smem");
+      fast_bwd_key_kernel<T, D, true><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rz, rowinfo, dk, dv, dfk, acc,
+                                                                         acc + (size_t)nkv * D);
+      check_launch("fast_bwd_key");
+      const int64_t n2 = nkv * D / 2;
+      fast_convert_kernel<T><<<(unsigned)((n2 + 255) / 256), 256, 0, st>>>(acc, dk, n2);
+      check_launch("fast convert dk");
+      fast_convert_kernel<T><<<(unsigned)((n2 + 255) / 256), 256, 0, st>>>(acc + (size_t)nkv * D, dv, n2);
+      check_launch("fast convert dv");
+      check(cudaFreeAsync(acc, st), "fast workspace free");
+    }
+  }
+  mark(4);
+#ifdef HA_FAST_TIMING
+  if (ev[0]) {
+    check(cudaEventSynchronize(ev[4]), "timing event");
+    float a[4] = {};
+    for (int i = 0; i < 4; ++i) cudaEventElapsedTime(&a[i], ev[i], ev[i + 1]);
+    printf("  fast bwd breakdown: fwd states %.3f ms, row kernel %.3f ms, reverse states %.3f ms, key kernel %.3f ms\n",
+           a[0], a[1], a[2], a[3]);
+    for (auto& e : ev) cudaEventDestroy(e);
+  }
+#endif
+  if (rz) check(cudaFreeAsync(rz, st), "fast workspace free");
+  if (rec) check(cudaFreeAsync(rec, st), "fast workspace free");
+  if (rec_lo) check(cudaFreeAsync(rec_lo, st), "fast workspace free");
+  check(cudaFreeAsync(rowinfo, st), "fast workspace free");
+}
+
+}  // namespace fast
+
+bool launch_backward_fast(const KP& p, DType dt, void* dq, void* dk, void* dv, void* dfq, void* dfk, float* dgamma,
+                          cudaStream_t st) {
+  if (!fast_path_applies(p, dt)) return false;
+  for (const void* x : {p.dy, (const void*)dq, (const void*)dk, (const void*)dv, (const void*)dfq, (const void*)dfk})
+    if (!fast::aligned16(x)) return false;
+  if (dt == DType::BF16) {
+    using T = __nv_bfloat16;
+    if (p.d == 128) fast::run_bwd_fast<T, 128>(p, dt, (T*)dq, (T*)dk, (T*)dv, (T*)dfq, (T*)dfk, dgamma, st);
+    else fast::run_bwd_fast<T, 64>(p, dt, (T*)dq, (T*)dk, (T*)dv, (T*)dfq, (T*)dfk, dgamma, st);
+  } else {
+    using T = __half;
+    if (p.d == 128) fast::run_bwd_fast<T, 128>(p, dt, (T*)dq, (T*)dk, (T*)dv, (T*)dfq, (T*)dfk, dgamma, st);
+    else fast::run_bwd_fast<T, 64>(p, dt, (T*)dq, (T*)dk, (T*)dv, (T*)dfq, (T*)dfk, dgamma, st);
+  }
+  return true;
+}
+
+}  // namespace cuda_detail
+}  // namespace ha
