@@ -12,7 +12,7 @@
  */
 import { InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import type { DType } from '../dtype.js';
+import { accumDType, type DType } from '../dtype.js';
 import type { Device } from '../device.js';
 import { accumulate, copyInto, scale, transpose12 } from '../ops/elementwise.js';
 import { FEATURE_ACTS, FEATURE_MAP_KINDS, featureMap, featureMapBackward, type FeatureAct, type FeatureMapKind, type FeatureMapResult } from '../ops/feature-map.js';
@@ -294,9 +294,18 @@ export class HybridAttentionKernel implements AttentionKernel {
     src.dispose();
   }
 
-  /** gamma = sigmoid(gamma_logit) [H] (a new tensor). */
+  /**
+   * gamma = sigmoid(gamma_logit) [H] (a new tensor) in the accumulator dtype the attention kernels
+   * take (f32 for bf16/f16 models: the logit is widened before the sigmoid).
+   */
   gamma(): Tensor {
-    return sigmoid(this.p(HYBRID_PARAM_NAMES.gamma));
+    const logit = this.p(HYBRID_PARAM_NAMES.gamma);
+    const acc = accumDType(logit.dtype);
+    if (logit.dtype === acc) return sigmoid(logit);
+    const wide = logit.cast(acc);
+    const g = sigmoid(wide);
+    wide.dispose();
+    return g;
   }
 
   /** phi_q(q) for q [B, H, T, d] (or phi_k of keys already repeated to the q heads). */
@@ -355,10 +364,15 @@ export class HybridAttentionKernel implements AttentionKernel {
     if (gq.db) params.set(HYBRID_PARAM_NAMES.qBias, gq.db);
     if (gk.dw) params.set(HYBRID_PARAM_NAMES.kWeight, gk.dw);
     if (gk.db) params.set(HYBRID_PARAM_NAMES.kBias, gk.db);
-    const dgamma = g.dgamma.dtype === s.gamma.dtype ? g.dgamma : g.dgamma.cast(s.gamma.dtype);
-    params.set(HYBRID_PARAM_NAMES.gamma, sigmoidBackward(s.gamma, dgamma));
-    if (dgamma !== g.dgamma) dgamma.dispose();
+    // gamma and dgamma are in the accumulator dtype; the logit's gradient takes the logit's dtype.
+    const dlogit = sigmoidBackward(s.gamma, g.dgamma);
     g.dgamma.dispose();
+    const logitDType = this.p(HYBRID_PARAM_NAMES.gamma).dtype;
+    if (dlogit.dtype === logitDType) params.set(HYBRID_PARAM_NAMES.gamma, dlogit);
+    else {
+      params.set(HYBRID_PARAM_NAMES.gamma, dlogit.cast(logitDType));
+      dlogit.dispose();
+    }
     return { dq: g.dq, dk: g.dk, dv: g.dv, params };
   }
 
