@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- --gemm [--gemm-peers FILE] [--json]`: times the CUDA GEMM (lib/ops/matmul.ts ->
- * native/ops/matmul/matmul.cu) on the Llama-sized shapes in bf16, median of CUDA-event intervals
+ * native/ops/matmul/matmul.cu; on an H100/H200 with sm_90a code, the wgmma kernel of
+ * matmul_sm90.cu) on the Llama-sized shapes in bf16, median of CUDA-event intervals
  * after a warm-up, and prints TFLOP/s (2 M N K / time). bench/gemm_peer.py times torch.matmul
  * (cuBLAS) on the same shapes and layouts and prints JSON keyed like this table
  * ("M4096_N4096_K4096_nn"); with --gemm-peers its numbers are printed side by side with the ratio.

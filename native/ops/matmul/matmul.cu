@@ -1,6 +1,11 @@
 // CUDA matrix product (see matmul.h): C_b = alpha op(A_b) op(B_b) + beta C_b, dtypes bf16, f16
 // and f32, fp32 accumulation, output in the operands' dtype (or fp32 through gemm_cuda_ex).
 //
+// Dispatch: 16-bit operands meeting the alignment rules below go to the Hopper kernel
+// (matmul_sm90.cu: TMA + wgmma, warp-specialised, persistent) when the device is cc 9.0 and the
+// loaded cubin is the sm_90a one; otherwise (sm_80, plain sm_90 cubin, tensor-map refusal) to
+// the mma.sync kernel of this file; f32 and unaligned operands to the SIMT kernel.
+//
 // Tensor-core path (bf16/f16): mma.sync m16n8k16 (fp32 accumulators in registers), ldmatrix
 // (.trans for the operands stored K-major the "other" way), cp.async multi-stage pipeline
 // (STAGES k-tiles of BK = 32 in flight), padded shared-memory rows (+8 elements: every ldmatrix
@@ -25,6 +30,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -36,58 +42,10 @@
 #include "core/errors.h"
 #include "ops/matmul/matmul.h"
 #include "ops/matmul/matmul_cuda.cuh"
+#include "ops/matmul/matmul_internal.cuh"
 
 namespace ha {
 namespace {
-
-void mm_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(ErrorCode::Device, std::string("matmul CUDA (") + what + "): " + cudaGetErrorString(e));
-}
-
-// Kernel arguments (POD, resolved leading dimensions and strides).
-struct GemmArgs {
-  int64_t batch, m, n, k;
-  int64_t lda, ldb, ldc;
-  int64_t sa, sb, sc;
-  float alpha, beta;
-  const void* a;
-  const void* b;
-  void* c;
-  int vec_c;  // C pairs (row, 2j), (row, 2j+1) may be stored as one 2-element vector
-};
-
-__device__ __forceinline__ float tof(float x) { return x; }
-__device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float tof(__half x) { return __half2float(x); }
-template <class T>
-__device__ __forceinline__ T fromf(float x);
-template <>
-__device__ __forceinline__ float fromf<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 fromf<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <>
-__device__ __forceinline__ __half fromf<__half>(float x) { return __float2half_rn(x); }
-
-// Stores two adjacent outputs (col, col + 1) of one row; `both` when col + 1 < N.
-template <class TC>
-__device__ __forceinline__ void store_pair(TC* c, float v0, float v1, bool both, bool vec, float beta) {
-  if (beta != 0.f) {
-    v0 += beta * tof(c[0]);
-    if (both) v1 += beta * tof(c[1]);
-  }
-  if (both && vec) {
-    if constexpr (std::is_same<TC, float>::value) {
-      *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
-    } else if constexpr (std::is_same<TC, __nv_bfloat16>::value) {
-      *reinterpret_cast<__nv_bfloat162*>(c) = __floats2bfloat162_rn(v0, v1);
-    } else {
-      *reinterpret_cast<__half2*>(c) = __floats2half2_rn(v0, v1);
-    }
-  } else {
-    c[0] = fromf<TC>(v0);
-    if (both) c[1] = fromf<TC>(v1);
-  }
-}
 
 // ------------------------------------------------------------------------------------------
 // Tensor-core helpers (sm_80+).
@@ -405,18 +363,6 @@ __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(GemmArgs p, int
 using BigCfg = MmaConfig<128, 256, 2, 4, 4>;
 using SmallCfg = MmaConfig<128, 128, 2, 2, 4>;
 
-int sm_count() {
-  static int count = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
-  return count;
-}
-
 unsigned batch_grid(int64_t batch) { return static_cast<unsigned>(std::min<int64_t>(batch, 65535)); }
 
 template <class T, class TC, bool TA, bool TB, class Cfg>
@@ -438,7 +384,7 @@ void launch_mma(const GemmArgs& g, cudaStream_t st) {
 template <class T, class TC, bool TA, bool TB>
 void launch_mma_pick(const GemmArgs& g, cudaStream_t st) {
   const int64_t big_tiles = ((g.m + 127) / 128) * ((g.n + 255) / 256) * g.batch;
-  if (big_tiles >= sm_count()) launch_mma<T, TC, TA, TB, BigCfg>(g, st);
+  if (big_tiles >= mm_sm_count()) launch_mma<T, TC, TA, TB, BigCfg>(g, st);
   else launch_mma<T, TC, TA, TB, SmallCfg>(g, st);
 }
 
@@ -453,16 +399,31 @@ void launch_simt(const GemmArgs& g, bool ta, bool tb, cudaStream_t st) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+std::atomic<int> g_force_path{0};  // GemmPath, set by dev harnesses
+std::atomic<int> g_last_path{0};   // 1 sm90, 2 mma, 3 simt
+
 template <class T, class TC>
 void run_gemm(const GemmArgs& g, bool ta, bool tb, cudaStream_t st) {
+  const GemmPath force = static_cast<GemmPath>(g_force_path.load(std::memory_order_relaxed));
   bool fast = false;
   if constexpr (!std::is_same<T, float>::value) {
     auto stride_ok = [&](int64_t s) { return g.batch <= 1 || s % 8 == 0; };
-    fast = g.k > 0 && aligned16(g.a) && aligned16(g.b) && g.lda % 8 == 0 && g.ldb % 8 == 0 && stride_ok(g.sa) &&
-           stride_ok(g.sb);
+    fast = force != GemmPath::Simt && g.k > 0 && aligned16(g.a) && aligned16(g.b) && g.lda % 8 == 0 &&
+           g.ldb % 8 == 0 && stride_ok(g.sa) && stride_ok(g.sb);
   }
-  if (!fast) return launch_simt<T, TC>(g, ta, tb, st);
+  if (!fast) {
+    g_last_path.store(3, std::memory_order_relaxed);
+    return launch_simt<T, TC>(g, ta, tb, st);
+  }
   if constexpr (!std::is_same<T, float>::value) {
+    // Hopper: wgmma + TMA kernel (matmul_sm90.cu) when the sm_90a code is loaded; it declines
+    // (returns false) operands TMA cannot describe.
+    constexpr DType dt = std::is_same<T, __nv_bfloat16>::value ? DType::BF16 : DType::F16;
+    if (force != GemmPath::Mma && gemm_sm90_available(st) && gemm_sm90(g, dt, std::is_same<TC, float>::value, ta, tb, st)) {
+      g_last_path.store(1, std::memory_order_relaxed);
+      return;
+    }
+    g_last_path.store(2, std::memory_order_relaxed);
     if (!ta && !tb) launch_mma_pick<T, TC, false, false>(g, st);
     else if (!ta && tb) launch_mma_pick<T, TC, false, true>(g, st);
     else if (ta && !tb) launch_mma_pick<T, TC, true, false>(g, st);
@@ -471,6 +432,29 @@ void run_gemm(const GemmArgs& g, bool ta, bool tb, cudaStream_t st) {
 }
 
 }  // namespace
+
+int mm_sm_count() {
+  static int count = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 132;
+    }
+    return n;
+  }();
+  return count;
+}
+
+void gemm_cuda_force_path(GemmPath path) { g_force_path.store(static_cast<int>(path)); }
+
+const char* gemm_cuda_last_path() {
+  switch (g_last_path.load()) {
+    case 1: return "sm90-wgmma";
+    case 2: return "mma-sync";
+    case 3: return "simt";
+    default: return "none";
+  }
+}
 
 void gemm_cuda_ex(const MatmulParams& p, DType c_dtype, void* stream) {
   if (p.dtype != DType::F32 && p.dtype != DType::BF16 && p.dtype != DType::F16)

@@ -49,9 +49,10 @@ const char* matmul_cpu_kernel_name();
 
 #ifdef HA_WITH_CUDA
 // CUDA product (matmul.cu): dtype bf16, f16 or f32 for A, B and C, fp32 accumulation (alpha,
-// beta applied in fp32). bf16/f16 run on the tensor cores (mma.sync, cp.async pipeline) when
-// A and B are 16-byte aligned with lda, ldb and batch strides multiples of 8 elements (any M,
-// N, K); f32, and 16-bit operands not so aligned, run on an fp32 SIMT path. Deterministic.
+// beta applied in fp32). bf16/f16 run on the tensor cores when A and B are 16-byte aligned with
+// lda, ldb and batch strides multiples of 8 elements (any M, N, K): wgmma + TMA on Hopper
+// (sm_90a code, matmul_sm90.cu), mma.sync + cp.async elsewhere; f32, and 16-bit operands not so
+// aligned, run on an fp32 SIMT path. Deterministic.
 // `stream` is a cudaStream_t; CUDA failures throw ha::Error (ErrorCode::Device).
 void matmul_cuda(const MatmulParams& p, void* stream);
 #endif
