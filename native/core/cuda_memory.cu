@@ -14,7 +14,7 @@ CudaMemoryStats cuda_memory_stats(bool reset_peaks) {
   cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, 0);
   if (e != cudaSuccess) throw Error(ErrorCode::Device, std::string("memory pool: ") + cudaGetErrorString(e));
   auto get = [&](cudaMemPoolAttr a) {
-    cuuint64_t v = 0;
+    unsigned long long v = 0;
     cudaError_t err = cudaMemPoolGetAttribute(pool, a, &v);
     if (err != cudaSuccess) throw Error(ErrorCode::Device, std::string("memory pool attribute: ") + cudaGetErrorString(err));
     return static_cast<int64_t>(v);
@@ -25,7 +25,7 @@ CudaMemoryStats cuda_memory_stats(bool reset_peaks) {
   s.reserved = get(cudaMemPoolAttrReservedMemCurrent);
   s.reserved_peak = get(cudaMemPoolAttrReservedMemHigh);
   if (reset_peaks) {
-    cuuint64_t zero = 0;  // the only value these attributes accept: restart from the current level
+    unsigned long long zero = 0;  // the only value these attributes accept: restart from the current level
     cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
     cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero);
   }
