@@ -29,6 +29,7 @@ interface Args {
   gemm?: boolean;
   gemmPeers?: string;
   decode?: boolean;
+  decodePeers?: string;
   model?: boolean;
   modelPeers?: string;
   scale?: boolean;
@@ -42,6 +43,7 @@ function parseArgs(argv: string[]): Args {
     if (a === '--json') args.json = true;
     else if (a === '--quick') args.quick = true;
     else if (a === '--decode') args.decode = true; // the recurrent decode step instead (bench/decode.ts)
+    else if (a === '--decode-peers') args.decodePeers = argv[++i]; // python3 bench/decode_peer.py > FILE
     else if (a === '--device') request = argv[++i] ?? 'auto';
     else if (a === '--peers') args.peers = argv[++i];
     else if (a === '--gemm') args.gemm = true; // the CUDA GEMM vs torch.matmul instead (bench/gemm.ts)
@@ -50,7 +52,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--model-peers') args.modelPeers = argv[++i];
     else if (a === '--scale') args.scale = true; // Llama-3-8B-shaped build, generation and LoRA step (bench/model.ts)
     else if (a === '--help') {
-      console.log('usage: npm run bench -- [--json] [--device auto|cpu|cuda] [--quick] [--peers peers.json] | --decode | --gemm [--gemm-peers g.json] | --model [--model-peers m.json] | --scale');
+      console.log('usage: npm run bench -- [--json] [--device auto|cpu|cuda] [--quick] [--peers peers.json] | --decode [--decode-peers d.json] | --gemm [--gemm-peers g.json] | --model [--model-peers m.json] | --scale');
       process.exit(0);
     } else {
       console.error(`bench: unknown argument ${a}`);

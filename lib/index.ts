@@ -38,7 +38,7 @@ export { transferLoss, transferLossBackward } from './ops/transfer-loss.js';
 export type { TransferLossInputs, TransferLossSaved } from './ops/transfer-loss.js';
 export { softmaxAttention, softmaxAttentionBackward } from './ops/softmax-attention.js';
 export type { SoftmaxAttentionInputs, SoftmaxAttentionOptions, SoftmaxAttentionSaved } from './ops/softmax-attention.js';
-export { HybridDecodeState } from './ops/hybrid-decode.js';
+export { HybridDecodeState, DecodeStepGraph } from './ops/hybrid-decode.js';
 export type { DecodeConfig, DecodeOptions, DecodeTokens, DecodeOutput } from './ops/hybrid-decode.js';
 export { LlamaModel } from './model/llama.js';
 export { parseConfig, ropeInvFreq, ConfigError } from './model/config.js';

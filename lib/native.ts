@@ -59,6 +59,10 @@ export interface NativeAddon {
   decodePrefill(a: object): Partial<Handles<'y' | 'c' | 'denSwa' | 'denLa'>>;
   decodeStep(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'>;
   decodeWriteState(a: object): void;
+  decodeCaptureStep(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'> & { graph: object };
+  decodeReplayGraph(graph: object): void;
+  decodeCopyTokens(a: { src: NativeTensorHandle; dst: NativeTensorHandle }): void;
+  decodeDisposeGraph(graph: object): void;
   featureMapForward(a: object): Handles<'phi'>;
   featureMapBackward(a: object): Handles<'dx'> & Partial<Handles<'dw' | 'db'>>;
   transferLossForward(a: object): Handles<'loss'>;

@@ -5,12 +5,14 @@
 //      the GPU prefill (sequential and parallel build) must give the CPU prefill's state;
 //   2. f32 / bf16 / f16: GPU prefill(T0) + steps vs the CPU f64 decode on the dtype-rounded
 //      inputs, every mode, both geometries, GQA, keep, both lambdas;
-//   3. --time: per-step time at H=32, d=F=dv=128, w=64, bf16, B in {1, 16, 64, 256}.
+//   3. --time (runs first): per-step time at H=32, d=F=dv=128, w=64, bf16, B in {1, 16, 64, 256},
+//      for the automatic choice, the general kernel and each split count, launched and as a
+//      CUDA-graph replay; the split kernel's results are checked at every split count above.
 // Build (from the repository root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
 //     -I native -I . dev/cuda/hybrid_decode_check.cu native/ops/hybrid_decode/hybrid_decode.cu \
-//     native/ops/hybrid_decode/hybrid_decode_cpu.cpp native/core/parallel.cpp -lpthread -o build-dec/hybrid_decode_check
-// Run:   ./build-dec/hybrid_decode_check [--time]     (exit status 1 when a check fails)
+//     native/ops/hybrid_decode/hybrid_decode_cpu.cpp native/core/parallel.cpp -lpthread -o build-dev/decode/hybrid_decode_check
+// Run:   ./build-dev/decode/hybrid_decode_check [--time | --time-only]   (exit status 1 when a check fails)
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -30,6 +32,8 @@ using namespace ha;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(2); } } while (0)
 
 static int g_fail = 0, g_checks = 0;
+static int g_splits = 0;   // HybridDecodeStepParams::splits of the GPU steps (0 auto, -1 general kernel)
+static int g_variant = 0;  // HybridDecodeStepParams::variant
 static void expect(bool ok, const std::string& what) {
   ++g_checks;
   if (!ok) { ++g_fail; fprintf(stderr, "FAIL %s\n", what.c_str()); }
@@ -178,6 +182,8 @@ struct Runner {
     } else {
       sp.cu_seqlens = cu ? cu->data() : nullptr;
       sp.tokens_per_seq = per_seq;
+      sp.splits = g_splits;
+      sp.variant = g_variant;
       if (gpu) hybrid_decode_step_cuda(sp, st); else hybrid_decode_step_cpu(sp);
     }
     if (gpu) {
@@ -261,7 +267,7 @@ static void check_same_state(const Problem& P, std::mt19937& g) {
   const Tokens all = make_tokens(P, (int64_t)P.B * T, DType::F32, g);  // [B, nh, T, X] view
   Runner cpu(P, DType::F32, false, g), gpu(P, DType::F32, true, g);
   gpu.share(cpu);
-  const std::string tag = std::string("same-state ") + mode_name(P.mode) + (P.geom == WindowGeometry::Terraced ? " terraced" : " sliding") +
+  const std::string tag = std::string("same-state splits=") + std::to_string(g_splits) + " variant=" + std::to_string(g_variant) + " " + mode_name(P.mode) + (P.geom == WindowGeometry::Terraced ? " terraced" : " sliding") +
                           " w=" + std::to_string(P.w);
   // the GPU prefill (sequential with outputs, and the parallel build) equals the CPU prefill
   const Tokens pre = slice(all, P, T, 0, T0, false);
@@ -337,20 +343,45 @@ static void check_sequence(const Problem& P, DType t, int64_t T, int64_t T0, std
         got.c[dst] = s.c[src]; got.dsw[dst] = s.dsw[src]; got.dla[dst] = s.dla[src];
       }
   }
-  compare(got, want, t, std::string(dtype_name(t)) + " " + mode_name(P.mode) + (P.geom == WindowGeometry::Terraced ? " terraced" : " sliding") +
+  compare(got, want, t, std::string("splits=") + std::to_string(g_splits) + " " + dtype_name(t) + " " + mode_name(P.mode) + (P.geom == WindowGeometry::Terraced ? " terraced" : " sliding") +
                             " w=" + std::to_string(P.w) + " T0=" + std::to_string(T0) + " H=" + std::to_string(P.H) + "/" + std::to_string(P.Hkv));
+}
+
+// Median of `runs` per-step CUDA-event intervals of fn (events between back-to-back launches).
+template <class Fn>
+static float median_ms(Fn fn, int runs, cudaStream_t st) {
+  std::vector<cudaEvent_t> ev(runs + 1);
+  for (auto& e : ev) CK(cudaEventCreate(&e));
+  CK(cudaEventRecord(ev[0], st));
+  for (int i = 0; i < runs; ++i) { fn(); CK(cudaEventRecord(ev[i + 1], st)); }
+  CK(cudaEventSynchronize(ev[runs]));
+  std::vector<float> t(runs);
+  for (int i = 0; i < runs; ++i) CK(cudaEventElapsedTime(&t[i], ev[i], ev[i + 1]));
+  for (auto& e : ev) cudaEventDestroy(e);
+  std::sort(t.begin(), t.end());
+  return t[runs / 2];
 }
 
 static void time_steps() {
   Problem P{1, 32, 32, 128, 128, 128, 64, 8, WindowGeometry::Sliding, HybridMode::Hybrid, LambdaKind::One, false};
   std::mt19937 g(5);
+  int dev = 0, bus = 0, clk = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, dev));
+  CK(cudaDeviceGetAttribute(&clk, cudaDevAttrMemoryClockRate, dev));
+  // compulsory bytes per sequence and step: bench/decode.ts decodeStepBytes
+  const double E = 2, H = 32, F = 128, dv = 128, d = 128, w = 64;
+  const double seq_bytes = 2 * H * F * dv * 4 + 2 * H * F * 4 + H * (w - 1) * (d + dv) * E + H * F * E + (H * (d + dv) + H * F) * E +
+                           (H * d + H * (d + dv) + 2 * H * F) * E + H * dv * E + 3 * H * 4;
+  printf("time: compulsory bytes per sequence-step %.0f\n", seq_bytes);
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   for (int B : {1, 16, 64, 256}) {
     P.B = B;
     Runner r(P, DType::BF16, true, g);
     const Tokens pre = make_tokens(P, (int64_t)B * 128, DType::BF16, g);
     r.call(pre, B * 128, true, 128, nullptr, 1, false);
     const Tokens one = make_tokens(P, B, DType::BF16, g);
-    // device buffers once, then events around 200 steps
     HybridDecodeStepParams sp;
     sp.config = cfg_of(P, DType::BF16);
     sp.batch = B;
@@ -360,31 +391,57 @@ static void time_steps() {
     sp.q = up(one.q, DType::BF16); sp.k = up(one.k, DType::BF16); sp.v = up(one.v, DType::BF16); sp.fq = up(one.fq, DType::BF16); sp.fk = up(one.fk, DType::BF16);
     sp.gamma = up(r.gamma, DType::F32);
     bufs.push_back(new Dev((size_t)B * 32 * 128 * 2)); sp.y = bufs.back()->p;
-    for (int i = 0; i < 20; ++i) hybrid_decode_step_cuda(sp, nullptr);
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    const int runs = 200;
-    CK(cudaEventRecord(e0));
-    for (int i = 0; i < runs; ++i) hybrid_decode_step_cuda(sp, nullptr);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    ms /= runs;
-    const double bytes = (double)B * (2.0 * 32 * 128 * 128 * 4 + 2.0 * 32 * 128 * 4 + 32.0 * 63 * 256 * 2 + 32.0 * 128 * 2 * 4 + 32.0 * 256 * 2 * 2 + 32.0 * 128 * 2);
-    printf("time B=%3d: %.4f ms per step (%.1f GB/s on the compulsory bytes, launch overhead included)\n", B, ms, bytes / (ms * 1e-3) / 1e9);
+    bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.c = bufs.back()->p;
+    bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_swa = bufs.back()->p;
+    bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_la = bufs.back()->p;
+    for (int vs : {0, -1, 2, 4, 8, 100, 102, 104, 108}) {  // variant * 100 + splits
+      const int splits = vs % 100, variant = vs / 100;
+      sp.splits = splits;
+      sp.variant = variant;
+      try {
+        for (int i = 0; i < 10; ++i) hybrid_decode_step_cuda(sp, st);
+      } catch (const std::exception& e) {
+        printf("time B=%3d variant=%d splits=%2d: not runnable (%s)\n", B, variant, splits, e.what());
+        continue;
+      }
+      const float ms = median_ms([&] { hybrid_decode_step_cuda(sp, st); }, 200, st);
+      // the same step captured in a CUDA graph (no launch overhead)
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      hybrid_decode_step_cuda(sp, st);
+      CK(cudaStreamEndCapture(st, &graph));
+      CK(cudaGraphInstantiate(&exec, graph, 0));
+      for (int i = 0; i < 10; ++i) CK(cudaGraphLaunch(exec, st));
+      const float gms = median_ms([&] { CK(cudaGraphLaunch(exec, st)); }, 200, st);
+      CK(cudaStreamSynchronize(st));
+      CK(cudaGetLastError());
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      printf("time B=%3d variant=%d splits=%2d: %.4f ms per step (%.1f GB/s), graph replay %.4f ms (%.1f GB/s)\n", B, variant, splits, ms,
+             B * seq_bytes / (ms * 1e-3) / 1e9, gms, B * seq_bytes / (gms * 1e-3) / 1e9);
+    }
     for (auto* b : bufs) delete b;
   }
+  cudaStreamDestroy(st);
 }
 
 int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even if the process dies
   bool timing = false;
-  for (int i = 1; i < argc; ++i) if (!strcmp(argv[i], "--time")) timing = true;
+  bool checks = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--time")) timing = true;
+    if (!strcmp(argv[i], "--time-only")) timing = true, checks = false;
+    if (!strcmp(argv[i], "--no-time")) timing = false;
+  }
   int dev = 0;
   cudaDeviceProp prop;
   CK(cudaGetDevice(&dev));
   CK(cudaGetDeviceProperties(&prop, dev));
   printf("device: %s\n", prop.name);
+  if (timing) time_steps();  // first: the numbers even when the checks below run long
+  if (!checks) return 0;
   // f32 layouts agree with the CPU's
   {
     Problem P{1, 6, 2, 24, 20, 12, 5, 3, WindowGeometry::Terraced, HybridMode::Hybrid, LambdaKind::One, false};
@@ -393,6 +450,24 @@ int main(int argc, char** argv) {
   }
   std::mt19937 g(1234);
   const HybridMode modes[] = {HybridMode::Hybrid, HybridMode::Swa, HybridMode::La, HybridMode::LaFull, HybridMode::Overlap, HybridMode::Sinks, HybridMode::None};
+  // the split kernel at every split count and tuning variant, and the general kernel, on the same states
+  for (int variant : {0, 1})
+  for (int splits : {-1, 1, 2, 4, 8}) {
+    if (variant == 1 && splits == -1) continue;
+    g_splits = splits;
+    g_variant = variant;
+    for (auto geom : {WindowGeometry::Sliding, WindowGeometry::Terraced})
+      for (auto mode : modes) {
+        Problem P{3, 4, 2, 32, 32, 16, 4, 3, geom, mode, mode == HybridMode::Overlap ? LambdaKind::Affine : LambdaKind::One, true};
+        check_same_state(P, g);
+      }
+    if (splits != 1) {  // dv = F = 128 in one block needs more rows per thread than the split kernel holds
+      Problem Big{2, 4, 2, 128, 128, 128, 16, 8, WindowGeometry::Terraced, HybridMode::Hybrid, LambdaKind::One, true};
+      check_same_state(Big, g);
+    }
+  }
+  g_splits = 0;
+  g_variant = 0;
   for (auto geom : {WindowGeometry::Sliding, WindowGeometry::Terraced})
     for (auto mode : modes)
       for (int w : {1, 4, 16}) {
@@ -410,6 +485,5 @@ int main(int argc, char** argv) {
         check_sequence(Big, t, 150, 63, g);
       }
   printf("%d checks, %d failures\n", g_checks, g_fail);
-  if (timing) time_steps();
   return g_fail ? 1 : 0;
 }

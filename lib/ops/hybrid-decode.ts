@@ -6,7 +6,7 @@
  */
 import { accumDType, DTYPE_CODE, type DType } from '../dtype.js';
 import { DEVICE_CODE, type Device } from '../device.js';
-import { DisposedError, InvalidArgumentError, callNative } from '../errors.js';
+import { DisposedError, InvalidArgumentError, NotImplementedError, callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { HYBRID_MODES, LAMBDA_KINDS, WINDOW_GEOMETRIES, type HybridAttentionStats, type HybridMode, type LambdaKind, type WindowGeometry } from './hybrid-attention.js';
@@ -46,6 +46,66 @@ export interface DecodeOutput {
   y: Tensor;
   stats: HybridAttentionStats;
   dispose(): void;
+}
+
+type GraphTokenName = 'q' | 'k' | 'v' | 'fq' | 'fk';
+
+/**
+ * One decode step captured in a CUDA graph (HybridDecodeState.captureStep): each replay() runs
+ * the step again with no host work beyond one graph launch, reading the captured token tensors
+ * as they are at that moment and overwriting the same output tensors `y` and `stats`. Pass new
+ * tokens to replay() to copy them into the captured tensors first (stream-ordered, on the GPU).
+ * Every replay advances each sequence by `tokensPerSeq` tokens, exactly like step(). The graph
+ * keeps the state and the captured tensors alive until it is disposed (a finalizer frees a
+ * forgotten one).
+ */
+export class DecodeStepGraph {
+  readonly y: Tensor;
+  readonly stats: HybridAttentionStats;
+  readonly tokensPerSeq: number;
+  private handle: object | null;
+  private readonly tokens: Record<GraphTokenName, Tensor>;
+
+  /** @internal created by HybridDecodeState.captureStep */
+  constructor(handle: object, y: Tensor, stats: HybridAttentionStats, tokens: Record<GraphTokenName, Tensor>, tokensPerSeq: number) {
+    this.handle = handle;
+    this.y = y;
+    this.stats = stats;
+    this.tokens = tokens;
+    this.tokensPerSeq = tokensPerSeq;
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
+  }
+
+  /** Runs one more step; `tokens` (optional, any subset) first replace the captured inputs' contents. */
+  replay(tokens: Partial<Record<GraphTokenName, Tensor>> = {}): { y: Tensor; stats: HybridAttentionStats } {
+    if (!this.handle) throw new DisposedError('the decode step graph was disposed', 'graph');
+    for (const name of ['q', 'k', 'v', 'fq', 'fk'] as const) {
+      const t = tokens[name];
+      if (t === undefined || t === this.tokens[name]) continue;
+      const want = this.tokens[name];
+      expectTensor(t, name, { dtype: want.dtype, device: want.device });
+      expectShape(t, name, want.shape as number[]);
+    }
+    for (const name of ['q', 'k', 'v', 'fq', 'fk'] as const) {
+      const t = tokens[name];
+      if (t !== undefined && t !== this.tokens[name]) callNative(() => native.decodeCopyTokens({ src: t.handle, dst: this.tokens[name].handle }));
+    }
+    const handle = this.handle;
+    callNative(() => native.decodeReplayGraph(handle));
+    return { y: this.y, stats: this.stats };
+  }
+
+  dispose(): void {
+    if (!this.handle) return;
+    const handle = this.handle;
+    this.handle = null;
+    native.decodeDisposeGraph(handle);
+    this.y.dispose();
+    Object.values(this.stats).forEach((t) => t.dispose());
+  }
 }
 
 
@@ -228,6 +288,39 @@ export class HybridDecodeState {
     const out = callNative(() => native.decodeStep(args));
     const c = this.config;
     return this.wrap(out, [N, c.heads, c.valueDim], [N, c.heads], owned);
+  }
+
+  /**
+   * Captures one step (tokensPerSeq tokens per sequence, default 1) with these exact token
+   * tensors into a CUDA graph, without running it: see DecodeStepGraph. CUDA only
+   * (NotImplementedError on the CPU); cuSeqlens is not capturable (its host array is copied at
+   * each call), so ragged steps stay with step().
+   */
+  captureStep(tokens: DecodeTokens, options: DecodeOptions & { tokensPerSeq?: number } = {}): DecodeStepGraph {
+    if (this.config.device !== 'cuda')
+      throw new NotImplementedError(`CUDA-graph capture needs device 'cuda' (this state is on '${this.config.device}'; call step())`, 'device');
+    if ((options as { cuSeqlens?: unknown }).cuSeqlens !== undefined)
+      throw new InvalidArgumentError('a captured step takes tokensPerSeq, not cuSeqlens', 'cuSeqlens');
+    const perSeq = options.tokensPerSeq ?? 1;
+    expectInteger(perSeq, 'tokensPerSeq', 1);
+    const missing = this.ready.indexOf(false);
+    if (missing >= 0 && !this.storage.disposed)
+      throw new InvalidArgumentError(`sequence ${missing} has no state: prefill or restore it before capturing a step`, 'state');
+    const owned: Tensor[] = [];
+    const N = this.batch * perSeq;
+    try {
+      const args = { ...this.args(tokens, options, [N], owned), tokensPerSeq: perSeq };
+      const out = callNative(() => native.decodeCaptureStep(args));
+      const c = this.config;
+      const acc = accumDType(c.dtype);
+      const y = new Tensor(out.y, [N, c.heads, c.valueDim], c.dtype, c.device);
+      const statShape = [N, c.heads];
+      const stats = { c: new Tensor(out.c, statShape, acc, c.device), denSwa: new Tensor(out.denSwa, statShape, acc, c.device), denLa: new Tensor(out.denLa, statShape, acc, c.device) };
+      const { q, k, v, fq, fk } = tokens;
+      return new DecodeStepGraph(out.graph, y, stats, { q, k, v, fq, fk }, perSeq);
+    } finally {
+      owned.forEach((t) => t.dispose()); // the graph holds their storages natively
+    }
   }
 
   /** Tokens seen by each sequence (after queued work). */

@@ -176,6 +176,91 @@ Napi::Value WriteState(const Napi::CallbackInfo& info) {
   HA_BINDING_CATCH(env)
 }
 
+// CUDA-graph decode steps. captureStep(args like step, tokensPerSeq only) records one step of the
+// state with these exact tensors into a graph and returns {graph, y, c, denSwa, denLa}: the
+// outputs are allocated once and overwritten by every replay; the graph holds every storage it
+// reads or writes, so they live as long as it does. replay(graph) queues one launch (each
+// replay advances every sequence by tokensPerSeq tokens, reading the input tensors as they are
+// then); disposeGraph(graph) lets it go (the GC finalizer is the safety net).
+struct DecodeGraph {
+  void* exec = nullptr;
+  std::vector<StoragePtr> inputs;   // state (updated in place), tokens, gamma, keep
+  std::vector<StoragePtr> outputs;  // y, c, denSwa, denLa
+  ~DecodeGraph() { cuda_graph_destroy(exec); }
+};
+using GraphHolder = std::shared_ptr<DecodeGraph>;
+
+GraphHolder& graph_arg(const Napi::Value& v) {
+  if (!v.IsExternal()) throw Error(ErrorCode::InvalidArgument, "not a decode step graph", "graph");
+  GraphHolder& g = *v.As<Napi::External<GraphHolder>>().Data();
+  if (!g) throw Error(ErrorCode::Disposed, "the decode step graph was disposed", "graph");
+  return g;
+}
+
+Napi::Value CaptureStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  const Napi::Object& a = call.args();
+  if (call.device() != Device::CUDA)
+    throw Error(ErrorCode::NotImplemented, "CUDA-graph capture of a decode step needs device 'cuda' (on the CPU, call step())", "device");
+  if (a.Get("cuSeqlens").IsArray())
+    throw Error(ErrorCode::InvalidArgument, "a captured step takes tokensPerSeq, not cuSeqlens (a host array copied at every call cannot be replayed)", "cuSeqlens");
+  HybridDecodeStepParams p;
+  const int64_t batch = int_prop(a, "batch");
+  p.tokens_per_seq = int_prop(a, "tokensPerSeq");
+  if (p.tokens_per_seq < 1) throw Error(ErrorCode::InvalidArgument, "tokensPerSeq must be >= 1", "tokensPerSeq");
+  read_common(call, p, batch * p.tokens_per_seq, true);
+  auto graph = std::make_shared<DecodeGraph>();
+  for (const char* name : {"state", "q", "k", "v", "fq", "fk", "gamma", "keep"})
+    if (StoragePtr t = tensor_prop(a, name, true)) graph->inputs.push_back(t);
+  Napi::Object out = call.result(env);
+  for (const char* name : {"y", "c", "denSwa", "denLa"})
+    graph->outputs.push_back(Napi::ObjectWrap<NativeTensor>::Unwrap(out.Get(name).As<Napi::Object>())->storage());
+#ifdef HA_WITH_CUDA
+  // validates like step() (std::invalid_argument -> InvalidArgumentError) and records the launch
+  graph->exec = cuda_graph_capture([&p](void* stream) { hybrid_decode_step_cuda(p, stream); });
+#endif
+  auto* holder = new GraphHolder(graph);
+  out.Set("graph", Napi::External<GraphHolder>::New(env, holder, [](Napi::Env, GraphHolder* h) { delete h; }));
+  return out;
+  HA_BINDING_CATCH(env)
+}
+
+Napi::Value ReplayGraph(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  GraphHolder graph = graph_arg(info[0]);
+  submit(Device::CUDA, graph->inputs, graph->outputs, [graph] { cuda_graph_launch(graph->exec); });
+  return env.Undefined();
+  HA_BINDING_CATCH(env)
+}
+
+// copyIntoGraphInput(src, dst): queues dst <- src (same device, dtype and size), ordered after
+// pending work on both: how replay(tokens) feeds new tokens to the tensors the graph reads.
+Napi::Value CopyTokens(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  StoragePtr src = tensor_prop(info[0].As<Napi::Object>(), "src");
+  StoragePtr dst = tensor_prop(info[0].As<Napi::Object>(), "dst");
+  if (src->device() != Device::CUDA || dst->device() != Device::CUDA)
+    throw Error(ErrorCode::InvalidArgument, "token copies into a graph's inputs are on device 'cuda'", "src");
+  if (src->dtype() != dst->dtype() || src->bytes() != dst->bytes())
+    throw Error(ErrorCode::InvalidArgument, "tokens must have the captured dtype and size", "src");
+  if (src == dst) return env.Undefined();
+  submit(Device::CUDA, {src}, {dst}, [src, dst] { cuda_copy_device_to_device(dst->data(), src->data(), src->bytes()); });
+  return env.Undefined();
+  HA_BINDING_CATCH(env)
+}
+
+Napi::Value DisposeGraph(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  if (info[0].IsExternal()) info[0].As<Napi::External<GraphHolder>>().Data()->reset();  // queued replays keep their own reference
+  return env.Undefined();
+  HA_BINDING_CATCH(env)
+}
+
 }  // namespace
 
 void init_hybrid_decode_binding(Napi::Env env, Napi::Object exports) {
@@ -183,6 +268,10 @@ void init_hybrid_decode_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("decodePrefill", Napi::Function::New(env, Prefill));
   exports.Set("decodeStep", Napi::Function::New(env, Step));
   exports.Set("decodeWriteState", Napi::Function::New(env, WriteState));
+  exports.Set("decodeCaptureStep", Napi::Function::New(env, CaptureStep));
+  exports.Set("decodeReplayGraph", Napi::Function::New(env, ReplayGraph));
+  exports.Set("decodeCopyTokens", Napi::Function::New(env, CopyTokens));
+  exports.Set("decodeDisposeGraph", Napi::Function::New(env, DisposeGraph));
 }
 
 }  // namespace ha::binding

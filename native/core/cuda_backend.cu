@@ -168,4 +168,47 @@ float cuda_event_elapsed_ms(void* start, void* end) {
   return ms;
 }
 
+void* cuda_graph_capture(const std::function<void(void*)>& record) {
+  ensure_init();
+  cudaStream_t s = nullptr;
+  cudaError_t err = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  if (err != cudaSuccess) throw_cuda(err, "cudaStreamCreate (graph capture)");
+  err = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+  if (err != cudaSuccess) {
+    cudaStreamDestroy(s);
+    throw_cuda(err, "cudaStreamBeginCapture");
+  }
+  cudaGraph_t graph = nullptr;
+  try {
+    record(s);
+  } catch (...) {
+    cudaStreamEndCapture(s, &graph);  // ends the (possibly invalidated) capture
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(s);
+    cudaGetLastError();
+    throw;
+  }
+  err = cudaStreamEndCapture(s, &graph);
+  cudaStreamDestroy(s);
+  if (err != cudaSuccess) {
+    if (graph) cudaGraphDestroy(graph);
+    throw_cuda(err, "cudaStreamEndCapture (was the work capturable?)");
+  }
+  cudaGraphExec_t exec = nullptr;
+  err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (err != cudaSuccess) throw_cuda(err, "cudaGraphInstantiate");
+  return exec;
+}
+
+void cuda_graph_launch(void* exec) {
+  ensure_init();
+  cudaError_t err = cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), g_stream);
+  if (err != cudaSuccess) throw_cuda(err, "cudaGraphLaunch");
+}
+
+void cuda_graph_destroy(void* exec) {
+  if (exec && cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec)) != cudaSuccess) cudaGetLastError();
+}
+
 }  // namespace ha

@@ -2,6 +2,7 @@
 // with CUDA, and by stubs in cuda_backend_stub.cpp otherwise, so no other file needs #ifdefs.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace ha {
@@ -38,5 +39,14 @@ void* cuda_event_create();
 void cuda_event_destroy(void* event);
 void cuda_event_record(void* event);
 float cuda_event_elapsed_ms(void* start, void* end);
+
+// CUDA graphs (a decode step replayed without host work): `record(stream)` enqueues kernels on a
+// private stream under capture (thread-local mode: other threads keep using the library's stream
+// meanwhile); the executable graph it returns is launched on the library's stream, in order with
+// everything else. capture and launch throw ha::Error; destroy never throws (safe from any thread;
+// a graph still running is freed when it completes).
+void* cuda_graph_capture(const std::function<void(void* stream)>& record);
+void cuda_graph_launch(void* exec);
+void cuda_graph_destroy(void* exec);
 
 }  // namespace ha

@@ -27,6 +27,9 @@ void* cuda_event_create() { no_cuda(); }
 void cuda_event_destroy(void*) {}
 void cuda_event_record(void*) { no_cuda(); }
 float cuda_event_elapsed_ms(void*, void*) { no_cuda(); }
+void* cuda_graph_capture(const std::function<void(void*)>&) { no_cuda(); }
+void cuda_graph_launch(void*) { no_cuda(); }
+void cuda_graph_destroy(void*) {}
 
 }  // namespace ha
 #endif

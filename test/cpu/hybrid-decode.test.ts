@@ -1,7 +1,7 @@
 // Recurrent decode equals the parallel form: prefill(T0) followed by T - T0 steps, every mode
 // and geometry, in f64 to 1e-10; ragged batches, multi-token steps, save and restore.
 import { describe, expect, it } from 'vitest';
-import { HybridDecodeState, InvalidArgumentError, Tensor, disposeAll, hybridAttention, HYBRID_MODES } from '../../lib/index.js';
+import { HybridDecodeState, InvalidArgumentError, NotImplementedError, Tensor, disposeAll, hybridAttention, HYBRID_MODES } from '../../lib/index.js';
 import type { DecodeOptions, HybridMode, WindowGeometry } from '../../lib/index.js';
 import { relErr } from '../helpers/fixtures.js';
 import { randomHybrid, type HostHybrid } from '../helpers/hybrid.js';
@@ -163,5 +163,16 @@ describe('decode statistics equal the parallel form', () => {
           expect(relErr(await dec.stats[name].toArray(), await par.stats[name].toArray(), 1e-3), `${geometry} ${mode} ${name}`).toBeLessThan(1e-10);
         disposeAll([inputs, par, dec, state]);
       }
+  });
+});
+
+describe('CUDA-graph capture of a step', () => {
+  it('is a typed NotImplementedError on the CPU (step() is the CPU path)', async () => {
+    const [B1, H1, d1, F1] = [1, 2, 4, 3];
+    const state = HybridDecodeState.create({ heads: H1, kvHeads: H1, headDim: d1, valueDim: d1, featureDim: F1, window: 2, dtype: 'f32' }, B1);
+    const t = (heads: number, dim: number) => Tensor.fromArray(new Float32Array(B1 * heads * dim).fill(0.1), [B1, heads, dim], { dtype: 'f32' });
+    const toks = { q: t(H1, d1), k: t(H1, d1), v: t(H1, d1), fq: t(H1, F1), fk: t(H1, F1) };
+    expect(() => state.captureStep({ ...toks, gamma: [0.5, 0.5] })).toThrow(NotImplementedError);
+    disposeAll([toks, state]);
   });
 });

@@ -5,7 +5,7 @@
 // Outputs are poisoned (NaN) before each kernel, so an unwritten element fails.
 process.env.HYBRID_ATTENTION_POISON = '1';
 import { describe, expect, it } from 'vitest';
-import { HybridDecodeState, InvalidArgumentError, Tensor, disposeAll, hybridAttention, hybridAttentionNaive } from '../../lib/index.js';
+import { DisposedError, HybridDecodeState, InvalidArgumentError, Tensor, disposeAll, hybridAttention, hybridAttentionNaive } from '../../lib/index.js';
 import type { DType, DecodeOptions, HybridMode, WindowGeometry } from '../../lib/index.js';
 import { randomHybrid, type HostHybrid, type HybridCase } from '../helpers/hybrid.js';
 import { gpuAvailable } from './gpu-env.js';
@@ -293,5 +293,73 @@ describe.skipIf(!gpuAvailable)('CUDA decode vs the CPU f64 reference', () => {
     const toks = { q: mk('q', c.H, c.d), k: mk('k', c.Hkv, c.d), v: mk('v', c.Hkv, c.dv), fq: mk('fq', c.H, c.F), fk: mk('fk', c.H, c.F) };
     expect(() => state.step({ ...toks, gamma: h.gamma })).toThrow(InvalidArgumentError);
     disposeAll([toks, state]);
+  });
+});
+
+describe.skipIf(!gpuAvailable)('CUDA-graph decode steps', () => {
+  // N replays of a captured step equal N eager steps bit for bit (same kernel, same inputs),
+  // outputs, statistics, positions and the state bytes; new tokens go in through replay(tokens).
+  const graphCases: (Case & { geometry: WindowGeometry; mode: HybridMode; dtype: DType })[] = [
+    { B: 2, H: 4, Hkv: 2, T: 40, d: 32, dv: 32, F: 16, w: 4, sinks: 3, seed: 240, withKeep: true, geometry: 'sliding', mode: 'hybrid', dtype: 'bf16' },
+    { B: 2, H: 4, Hkv: 2, T: 40, d: 32, dv: 32, F: 16, w: 4, sinks: 3, seed: 241, geometry: 'terraced', mode: 'overlap', dtype: 'f32' },
+    { B: 3, H: 8, Hkv: 4, T: 160, d: 128, dv: 128, F: 128, w: 64, sinks: 8, seed: 242, geometry: 'sliding', mode: 'hybrid', dtype: 'bf16' },
+  ];
+  for (const c of graphCases)
+    it(`${c.dtype} ${c.geometry} ${c.mode} B=${c.B} H=${c.H}/${c.Hkv} d=${c.d} w=${c.w}: N replays == N eager steps`, async () => {
+      const h = randomHybrid(c);
+      const options: DecodeOptions = { mode: c.mode, lambda: c.mode === 'overlap' ? 'affine' : 'one' };
+      const t0 = 2 * c.w + 3;
+      const N = c.T - t0;
+      const eager = createState(c, c.geometry, c.dtype, 'cuda');
+      const graphed = createState(c, c.geometry, c.dtype, 'cuda');
+      const scratch = emptyOut(c);
+      for (const s of [eager, graphed]) await prefillInto(s, h, c, c.dtype, 'cuda', options, t0, 'state', scratch);
+      expect(Buffer.from(await eager.save(0)).equals(Buffer.from(await graphed.save(0)))).toBe(true);
+      const cm = common(h, c, c.dtype, 'cuda');
+      const tokensAt = (t: number) => {
+        const mk = (name: 'q' | 'k' | 'v' | 'fq' | 'fk', heads: number, dim: number) => tensor(packRows(h[name], c.B, heads, c.T, dim, t, t + 1), [c.B, heads, dim], c.dtype, 'cuda');
+        return { q: mk('q', c.H, c.d), k: mk('k', c.Hkv, c.d), v: mk('v', c.Hkv, c.dv), fq: mk('fq', c.H, c.F), fk: mk('fk', c.H, c.F) };
+      };
+      // the graph reads its own token tensors; replay(tokens) copies each step's tokens into them
+      const inputs = tokensAt(t0);
+      const graph = graphed.captureStep({ ...inputs, ...cm }, options);
+      expect(await graphed.positions()).toEqual(new Array(c.B).fill(t0)); // capturing runs nothing
+      for (let i = 0; i < N; i++) {
+        const toks = tokensAt(t0 + i);
+        const e = eager.step({ ...toks, ...cm }, options);
+        const g = graph.replay(i === 0 ? {} : toks);
+        const [ey, gy] = [await e.y.toArray(), await g.y.toArray()];
+        expect(Buffer.from(gy.buffer, gy.byteOffset, gy.byteLength).equals(Buffer.from(ey.buffer, ey.byteOffset, ey.byteLength)), `y at step ${i}`).toBe(true);
+        for (const s of ['c', 'denSwa', 'denLa'] as const) expect(Array.from(await g.stats[s].toArray()), `${s} at step ${i}`).toEqual(Array.from(await e.stats[s].toArray()));
+        disposeAll([toks, e]);
+      }
+      expect(await graphed.positions()).toEqual(new Array(c.B).fill(c.T));
+      expect(await eager.positions()).toEqual(new Array(c.B).fill(c.T));
+      for (let b = 0; b < c.B; b++) expect(Buffer.from(await graphed.save(b)).equals(Buffer.from(await eager.save(b))), `state ${b}`).toBe(true);
+      graph.dispose();
+      expect(graph.disposed).toBe(true);
+      expect(() => graph.replay()).toThrow(DisposedError);
+      disposeAll([inputs, cm, eager, graphed]);
+    }, 600_000);
+
+  it('capture errors are typed; the graph outlives the disposed state and token tensors', async () => {
+    const c: Case = { B: 2, H: 2, Hkv: 1, T: 12, d: 16, dv: 16, F: 8, w: 2, sinks: 1, seed: 250 };
+    const h = randomHybrid(c);
+    const state = createState(c, 'sliding', 'bf16', 'cuda');
+    const mk = (name: 'q' | 'k' | 'v' | 'fq' | 'fk', heads: number, dim: number) => tensor(packRows(h[name], c.B, heads, c.T, dim, 5, 6), [c.B, heads, dim], 'bf16', 'cuda');
+    const toks = { q: mk('q', c.H, c.d), k: mk('k', c.Hkv, c.d), v: mk('v', c.Hkv, c.dv), fq: mk('fq', c.H, c.F), fk: mk('fk', c.H, c.F) };
+    expect(() => state.captureStep({ ...toks, gamma: h.gamma })).toThrow(InvalidArgumentError); // not prefilled
+    await prefillInto(state, h, c, 'bf16', 'cuda', {}, 5, 'state', emptyOut(c));
+    expect(() => state.captureStep({ ...toks, gamma: h.gamma }, { cuSeqlens: [0, 1, 2] } as never)).toThrow(InvalidArgumentError);
+    const wrong = tensor(new Float64Array(c.B * c.H * c.d), [c.B, c.H, c.d], 'f16', 'cuda');
+    expect(() => state.captureStep({ ...toks, q: wrong, gamma: h.gamma })).toThrow(InvalidArgumentError);
+    const graph = state.captureStep({ ...toks, gamma: h.gamma }); // gamma as numbers: held by the graph
+    expect(() => graph.replay({ q: wrong })).toThrow(InvalidArgumentError);
+    disposeAll([toks, wrong, state]);
+    for (let i = 0; i < 3; i++) graph.replay();
+    const y = await graph.y.toArray();
+    expect(y.every((x) => Number.isFinite(x))).toBe(true);
+    graph.dispose();
+    graph.dispose(); // idempotent
   });
 });

@@ -131,6 +131,11 @@ struct HybridDecodePrefillParams : HybridDecodeParams {
 struct HybridDecodeStepParams : HybridDecodeParams {
   const int64_t* cu_seqlens = nullptr;  // [B + 1], cu[0] = 0, every count >= 1; or null
   int64_t tokens_per_seq = 1;           // used when cu_seqlens is null, >= 1
+  // CUDA single-token steps (one token per sequence): thread blocks per head along dv in the
+  // split kernel; 0 = automatic, -1 = the general kernel, k > 0 = k (an error where it cannot
+  // run). For the dev harness and tests; the CPU ignores it.
+  int64_t splits = 0;
+  int64_t variant = 0;  // split kernel tuning variant (hybrid_decode.cu), for the dev harness
 };
 
 // Resets the B states (pos = 0, sums 0) and feeds them T0 tokens; writes y / statistics for
@@ -145,8 +150,10 @@ void hybrid_decode_step_cpu(const HybridDecodeStepParams& p);
 // statistics are fp32. The state layout is the one above, byte for byte (a state moves between
 // the CPU and the GPU as bytes; only f32 states can continue on the CPU). `state` and the token
 // tensors are device pointers; `slots` and `cu_seqlens` are HOST arrays (as on the CPU), copied
-// to the device once per call into a stream-ordered buffer: with both null a single-token step is
-// exactly one kernel launch, no host synchronisation, capturable in a CUDA graph. Header word 12
+// to the device once per call into a stream-ordered buffer: with both null a step is exactly one
+// kernel launch, no host synchronisation, no allocation, capturable in a CUDA graph (the binding's
+// captureStep does so). Single-token steps on sm_90+ use a kernel split along dv over a thread
+// block cluster per head (hybrid_decode.cu), everything else the general per-head kernel. Header word 12
 // is used as a completion counter inside a call and is 0 again when the call ends.
 // A state whose header does not match the config (e.g. never prefilled) cannot be detected on
 // the host without a synchronisation: the kernel leaves it untouched and writes NaN to y and to
