@@ -25,19 +25,11 @@ import { perplexity } from '../../lib/eval/perplexity.js';
 import { scorerFromModel } from '../../lib/eval/scoring.js';
 import { passkeyItems } from '../../lib/eval/probes.js';
 import { Tensor } from '../../lib/tensor.js';
+import { copyBatch as copyTask } from '../helpers/copy-task.js';
 
 const T = 32;
 const B = 2;
-/** Second half of each row copies the first half (a copy task at distance T/2 > window 8). */
-function copyBatch(seed: number): TokenBatch {
-  const ids = new Int32Array(B * T);
-  let s = seed;
-  for (let i = 0; i < ids.length; i++) {
-    s = (s * 1103515245 + 12345) & 0x7fffffff;
-    ids[i] = i % T < T / 2 ? 1 + (s % 63) : ids[i - T / 2]!;
-  }
-  return { ids, batch: B, seqlen: T };
-}
+const copyBatch = (seed: number) => copyTask(seed, B, T);
 const train = [copyBatch(1), copyBatch(2), copyBatch(3)];
 const val = [copyBatch(9)];
 const data = arraySource(train, val);

@@ -7,26 +7,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomLlamaModel, tinyLlamaConfig } from '../../lib/model/random-init.js';
-import { arraySource, loadConvertedModel, RECIPES, runRecipe, saveConvertedModel, type TokenBatch } from '../../lib/recipes/index.js';
+import { arraySource, loadConvertedModel, RECIPES, runRecipe, saveConvertedModel } from '../../lib/recipes/index.js';
 import { diagnose, modeControlFor } from '../../lib/eval/diagnose.js';
 import { DIAGNOSTIC_MODES } from '../../lib/eval/report.js';
 import { scorerFromModel } from '../../lib/eval/scoring.js';
 import { collectLaShare } from '../../lib/eval/la-stats.js';
+import { copyBatch as copyTask } from '../helpers/copy-task.js';
 import { gpuAvailable } from './gpu-env.js';
 
 const T = 64;
 const B = 4;
 const W = 16;
-/** Second half of each row copies the first half (a copy at distance T/2 > w). */
-function copyBatch(seed: number): TokenBatch {
-  const ids = new Int32Array(B * T);
-  let s = seed;
-  for (let i = 0; i < ids.length; i++) {
-    s = (s * 1103515245 + 12345) & 0x7fffffff;
-    ids[i] = i % T < T / 2 ? 1 + (s % 63) : ids[i - T / 2]!;
-  }
-  return { ids, batch: B, seqlen: T };
-}
+const copyBatch = (seed: number) => copyTask(seed, B, T);
 const train = [copyBatch(1), copyBatch(2), copyBatch(3)];
 const data = arraySource(train, [copyBatch(9)]);
 const cfg = tinyLlamaConfig({ hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2 });
