@@ -95,6 +95,7 @@ void require_backend_dtype(Device device, DType dtype, const char* argument);
 
 }  // namespace ha::binding
 
+
 // Converts native exceptions into typed JS errors at the binding boundary.
 #define HA_BINDING_TRY try {
 #define HA_BINDING_CATCH(env)                                                                   \
@@ -108,3 +109,20 @@ void require_backend_dtype(Device device, DType dtype, const char* argument);
   catch (const std::invalid_argument& e) {                                                     \
     throw ha::binding::make_js_error(env, ha::ErrorCode::InvalidArgument, e.what());           \
   }
+
+namespace ha::binding {
+
+// The shape of every op binding: parse the call from info[0], let `body` check inputs, declare
+// outputs and submit the kernel, return the outputs as handles; native errors become typed JS
+// errors.
+template <class Body>
+Napi::Value op_binding(const Napi::CallbackInfo& info, Body&& body) {
+  Napi::Env env = info.Env();
+  HA_BINDING_TRY
+  OpCall call(info[0].As<Napi::Object>());
+  body(call);
+  return call.result(env);
+  HA_BINDING_CATCH(env)
+}
+
+}  // namespace ha::binding

@@ -92,54 +92,48 @@ void read_common(OpCall& call, HybridDecodeParams& p, int64_t tokens, bool outpu
 }
 
 Napi::Value Prefill(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  HybridDecodePrefillParams p;
-  p.seqlen = int_prop(call.args(), "seqlen");
-  if (p.seqlen < 0) throw Error(ErrorCode::InvalidArgument, "seqlen must be >= 0", "seqlen");
-  int64_t batch = int_prop(call.args(), "batch");
-  read_common(call, p, batch * p.seqlen, bool_prop(call.args(), "outputs", true));
-  Device device = call.device();
-  call.submit([p, device] { HA_DISPATCH(device, p, hybrid_decode_prefill_cpu, hybrid_decode_prefill_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    HybridDecodePrefillParams p;
+    p.seqlen = int_prop(call.args(), "seqlen");
+    if (p.seqlen < 0) throw Error(ErrorCode::InvalidArgument, "seqlen must be >= 0", "seqlen");
+    int64_t batch = int_prop(call.args(), "batch");
+    read_common(call, p, batch * p.seqlen, bool_prop(call.args(), "outputs", true));
+    Device device = call.device();
+    call.submit([p, device] { HA_DISPATCH(device, p, hybrid_decode_prefill_cpu, hybrid_decode_prefill_cuda); });
+  });
 }
 
 Napi::Value Step(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  const Napi::Object& a = call.args();
-  HybridDecodeStepParams p;
-  int64_t batch = int_prop(a, "batch");
-  auto cu = std::make_shared<std::vector<int64_t>>();
-  int64_t tokens = 0;
-  Napi::Value cuv = a.Get("cuSeqlens");
-  if (cuv.IsArray()) {
-    Napi::Array arr = cuv.As<Napi::Array>();
-    if (static_cast<int64_t>(arr.Length()) != batch + 1) throw Error(ErrorCode::InvalidArgument, "cuSeqlens needs batch + 1 entries", "cuSeqlens");
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value x = arr.Get(i);
-      if (!x.IsNumber()) throw Error(ErrorCode::InvalidArgument, "cuSeqlens must hold integers", "cuSeqlens");
-      cu->push_back(x.As<Napi::Number>().Int64Value());
-      if (i == 0 ? cu->back() != 0 : cu->back() <= (*cu)[i - 1])
-        throw Error(ErrorCode::InvalidArgument, "cuSeqlens must start at 0 and grow by >= 1 per sequence", "cuSeqlens");
+  return op_binding(info, [&](OpCall& call) {
+    const Napi::Object& a = call.args();
+    HybridDecodeStepParams p;
+    int64_t batch = int_prop(a, "batch");
+    auto cu = std::make_shared<std::vector<int64_t>>();
+    int64_t tokens = 0;
+    Napi::Value cuv = a.Get("cuSeqlens");
+    if (cuv.IsArray()) {
+      Napi::Array arr = cuv.As<Napi::Array>();
+      if (static_cast<int64_t>(arr.Length()) != batch + 1) throw Error(ErrorCode::InvalidArgument, "cuSeqlens needs batch + 1 entries", "cuSeqlens");
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Value x = arr.Get(i);
+        if (!x.IsNumber()) throw Error(ErrorCode::InvalidArgument, "cuSeqlens must hold integers", "cuSeqlens");
+        cu->push_back(x.As<Napi::Number>().Int64Value());
+        if (i == 0 ? cu->back() != 0 : cu->back() <= (*cu)[i - 1])
+          throw Error(ErrorCode::InvalidArgument, "cuSeqlens must start at 0 and grow by >= 1 per sequence", "cuSeqlens");
+      }
+      tokens = cu->back();
+    } else {
+      p.tokens_per_seq = int_prop(a, "tokensPerSeq");
+      if (p.tokens_per_seq < 1) throw Error(ErrorCode::InvalidArgument, "tokensPerSeq must be >= 1", "tokensPerSeq");
+      tokens = batch * p.tokens_per_seq;
     }
-    tokens = cu->back();
-  } else {
-    p.tokens_per_seq = int_prop(a, "tokensPerSeq");
-    if (p.tokens_per_seq < 1) throw Error(ErrorCode::InvalidArgument, "tokensPerSeq must be >= 1", "tokensPerSeq");
-    tokens = batch * p.tokens_per_seq;
-  }
-  read_common(call, p, tokens, true);
-  Device device = call.device();
-  call.submit([p, cu, device]() mutable {
-    if (!cu->empty()) p.cu_seqlens = cu->data();  // a host array on both backends
-    HA_DISPATCH(device, p, hybrid_decode_step_cpu, hybrid_decode_step_cuda);
+    read_common(call, p, tokens, true);
+    Device device = call.device();
+    call.submit([p, cu, device]() mutable {
+      if (!cu->empty()) p.cu_seqlens = cu->data();  // a host array on both backends
+      HA_DISPATCH(device, p, hybrid_decode_step_cpu, hybrid_decode_step_cuda);
+    });
   });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
 }
 
 // writeState({state, slot, data, ...config}): checks a saved state's header against the config

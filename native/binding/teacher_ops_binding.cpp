@@ -35,33 +35,27 @@ FeatureMapParams read_feature_map(OpCall& call) {
 }
 
 Napi::Value FeatureMapForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  FeatureMapParams p = read_feature_map(call);
-  p.phi = call.out("phi", p.dtype, p.batch * p.heads * p.seqlen * feature_map_out_dim(p));
-  Device device = call.device();
-  call.submit([p, device] { HA_DISPATCH(device, p, feature_map_forward_cpu, feature_map_forward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    FeatureMapParams p = read_feature_map(call);
+    p.phi = call.out("phi", p.dtype, p.batch * p.heads * p.seqlen * feature_map_out_dim(p));
+    Device device = call.device();
+    call.submit([p, device] { HA_DISPATCH(device, p, feature_map_forward_cpu, feature_map_forward_cuda); });
+  });
 }
 
 Napi::Value FeatureMapBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  FeatureMapGradParams g;
-  g.fwd = read_feature_map(call);
-  const FeatureMapParams& p = g.fwd;
-  int64_t rows = p.batch * p.heads * p.seqlen;
-  g.dphi = call.in("dphi", p.dtype, rows * feature_map_out_dim(p));
-  g.dx = call.out("dx", p.dtype, rows * p.in_dim);
-  if (p.kind != FeatureMapKind::EluRaw) g.dw = call.out("dw", p.dtype, p.heads * p.in_dim * p.proj_dim);
-  if (p.b) g.db = call.out("db", p.dtype, p.heads * p.proj_dim);
-  Device device = call.device();
-  call.submit([g, device] { HA_DISPATCH(device, g, feature_map_backward_cpu, feature_map_backward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    FeatureMapGradParams g;
+    g.fwd = read_feature_map(call);
+    const FeatureMapParams& p = g.fwd;
+    int64_t rows = p.batch * p.heads * p.seqlen;
+    g.dphi = call.in("dphi", p.dtype, rows * feature_map_out_dim(p));
+    g.dx = call.out("dx", p.dtype, rows * p.in_dim);
+    if (p.kind != FeatureMapKind::EluRaw) g.dw = call.out("dw", p.dtype, p.heads * p.in_dim * p.proj_dim);
+    if (p.b) g.db = call.out("db", p.dtype, p.heads * p.proj_dim);
+    Device device = call.device();
+    call.submit([g, device] { HA_DISPATCH(device, g, feature_map_backward_cpu, feature_map_backward_cuda); });
+  });
 }
 
 TransferLossParams read_transfer_loss(OpCall& call) {
@@ -85,32 +79,26 @@ TransferLossParams read_transfer_loss(OpCall& call) {
 }
 
 Napi::Value TransferLossForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  TransferLossParams p = read_transfer_loss(call);
-  p.loss = call.out("loss", accum_dtype(p.dtype), 1);
-  Device device = call.device();
-  call.submit([p, device] { HA_DISPATCH(device, p, transfer_loss_forward_cpu, transfer_loss_forward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    TransferLossParams p = read_transfer_loss(call);
+    p.loss = call.out("loss", accum_dtype(p.dtype), 1);
+    Device device = call.device();
+    call.submit([p, device] { HA_DISPATCH(device, p, transfer_loss_forward_cpu, transfer_loss_forward_cuda); });
+  });
 }
 
 Napi::Value TransferLossBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  TransferLossGradParams g;
-  g.fwd = read_transfer_loss(call);
-  const TransferLossParams& p = g.fwd;
-  int64_t rows = p.batch * p.heads * p.seqlen;
-  g.dloss = call.in("dloss", accum_dtype(p.dtype), 1);
-  g.dfq = call.out("dfq", p.dtype, rows * p.feature_dim);
-  g.dfk = call.out("dfk", p.dtype, rows * p.feature_dim);
-  Device device = call.device();
-  call.submit([g, device] { HA_DISPATCH(device, g, transfer_loss_backward_cpu, transfer_loss_backward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    TransferLossGradParams g;
+    g.fwd = read_transfer_loss(call);
+    const TransferLossParams& p = g.fwd;
+    int64_t rows = p.batch * p.heads * p.seqlen;
+    g.dloss = call.in("dloss", accum_dtype(p.dtype), 1);
+    g.dfq = call.out("dfq", p.dtype, rows * p.feature_dim);
+    g.dfk = call.out("dfk", p.dtype, rows * p.feature_dim);
+    Device device = call.device();
+    call.submit([g, device] { HA_DISPATCH(device, g, transfer_loss_backward_cpu, transfer_loss_backward_cuda); });
+  });
 }
 
 SoftmaxAttentionParams read_softmax_attention(OpCall& call) {
@@ -134,37 +122,31 @@ SoftmaxAttentionParams read_softmax_attention(OpCall& call) {
 }
 
 Napi::Value SoftmaxAttentionForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  SoftmaxAttentionParams p = read_softmax_attention(call);
-  int64_t rows = p.batch * p.heads * p.seqlen;
-  p.y = call.out("y", p.dtype, rows * p.value_dim);
-  p.lse = call.out("lse", accum_dtype(p.dtype), rows);
-  Device device = call.device();
-  call.submit([p, device] { HA_DISPATCH(device, p, softmax_attention_forward_cpu, softmax_attention_forward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    SoftmaxAttentionParams p = read_softmax_attention(call);
+    int64_t rows = p.batch * p.heads * p.seqlen;
+    p.y = call.out("y", p.dtype, rows * p.value_dim);
+    p.lse = call.out("lse", accum_dtype(p.dtype), rows);
+    Device device = call.device();
+    call.submit([p, device] { HA_DISPATCH(device, p, softmax_attention_forward_cpu, softmax_attention_forward_cuda); });
+  });
 }
 
 Napi::Value SoftmaxAttentionBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  OpCall call(info[0].As<Napi::Object>());
-  SoftmaxAttentionGradParams g;
-  g.fwd = read_softmax_attention(call);
-  SoftmaxAttentionParams& p = g.fwd;
-  int64_t rows = p.batch * p.heads * p.seqlen, kv_rows = p.batch * p.kv_heads * p.seqlen;
-  p.y = const_cast<void*>(call.in("y", p.dtype, rows * p.value_dim));
-  p.lse = const_cast<void*>(call.in("lse", accum_dtype(p.dtype), rows));
-  g.dy = call.in("dy", p.dtype, rows * p.value_dim);
-  g.dq = call.out("dq", p.dtype, rows * p.head_dim);
-  g.dk = call.out("dk", p.dtype, kv_rows * p.head_dim);
-  g.dv = call.out("dv", p.dtype, kv_rows * p.value_dim);
-  Device device = call.device();
-  call.submit([g, device] { HA_DISPATCH(device, g, softmax_attention_backward_cpu, softmax_attention_backward_cuda); });
-  return call.result(env);
-  HA_BINDING_CATCH(env)
+  return op_binding(info, [&](OpCall& call) {
+    SoftmaxAttentionGradParams g;
+    g.fwd = read_softmax_attention(call);
+    SoftmaxAttentionParams& p = g.fwd;
+    int64_t rows = p.batch * p.heads * p.seqlen, kv_rows = p.batch * p.kv_heads * p.seqlen;
+    p.y = const_cast<void*>(call.in("y", p.dtype, rows * p.value_dim));
+    p.lse = const_cast<void*>(call.in("lse", accum_dtype(p.dtype), rows));
+    g.dy = call.in("dy", p.dtype, rows * p.value_dim);
+    g.dq = call.out("dq", p.dtype, rows * p.head_dim);
+    g.dk = call.out("dk", p.dtype, kv_rows * p.head_dim);
+    g.dv = call.out("dv", p.dtype, kv_rows * p.value_dim);
+    Device device = call.device();
+    call.submit([g, device] { HA_DISPATCH(device, g, softmax_attention_backward_cpu, softmax_attention_backward_cuda); });
+  });
 }
 
 }  // namespace
