@@ -108,7 +108,6 @@ export class DecodeStepGraph {
   }
 }
 
-
 /** The decode states of a batch of sequences. */
 export class HybridDecodeState {
   readonly config: Required<DecodeConfig>;
