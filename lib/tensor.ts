@@ -3,7 +3,7 @@
  * (toArray, toBytes) awaits the queued work. Call dispose() when done; a finalizer frees memory
  * of tensors that are garbage-collected undisposed, as a safety net only.
  */
-import { DTYPE_BYTES, DTYPE_CODE, DTYPES, type DType, type HostArray } from './dtype.js';
+import { BACKEND_DTYPES, DTYPE_BYTES, DTYPE_CODE, DTYPES, type DType, type HostArray } from './dtype.js';
 import { DEVICE_CODE, type Device } from './device.js';
 import { DTypeError, DisposedError, InvalidArgumentError, awaitNative, callNative } from './errors.js';
 import { native, type CudaMemoryStats, type NativeTensorHandle } from './native.js';
@@ -134,8 +134,7 @@ export class Tensor {
     const dtype = checkDType(options.dtype ?? 'f32', 'dtype');
     const device = checkDevice(options.device ?? 'cpu', 'device');
     const n = checkShape(shape, 'shape');
-    const ok = device === 'cpu' ? dtype === 'f64' || dtype === 'f32' : dtype === 'bf16' || dtype === 'f16' || dtype === 'f32';
-    if (!ok) throw new DTypeError(`randn on ${device} makes ${device === 'cpu' ? 'f64 or f32' : 'bf16, f16 or f32'}, got ${dtype}`, 'dtype');
+    if (!BACKEND_DTYPES[device].includes(dtype)) throw new DTypeError(`randn on ${device} makes ${device === 'cpu' ? 'f64 or f32' : 'bf16, f16 or f32'}, got ${dtype}`, 'dtype');
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative safe integer, got ${String(seed)}`, 'seed');
     const mean = options.mean ?? 0, std = options.std ?? 1;

@@ -7,7 +7,7 @@ import { brownCorpus } from '../data/brown.js';
 import { fileCorpus, type Corpus } from '../data/corpus.js';
 import { UsageError, bool, choice, str, strs, type OptionSpec, type ParsedValues } from './args.js';
 import { resolveDevice, type Device } from '../device.js';
-import { modelDType, type ModelDType } from '../model/model-dtype.js';
+import { MODEL_DTYPES, modelDType, type ModelDType } from '../model/model-dtype.js';
 import type { CliContext } from './context.js';
 
 /** tokenizer.json: --tokenizer, else beside the checkpoint (dir or its parent's tokenizer/). */
@@ -53,7 +53,6 @@ export function corpusFromFlags(v: ParsedValues, cwd: string): Corpus {
   });
 }
 
-
 /** Where a command's model runs: --device (auto: the GPU when one is usable) and --dtype. */
 export const RUNTIME_OPTIONS: Record<string, OptionSpec> = {
   device: { type: 'string', value: 'auto|cpu|cuda', description: 'where to run (auto: the GPU when one is usable; HYBRID_ATTENTION_DEVICE overrides)', default: 'auto' },
@@ -63,8 +62,7 @@ export const RUNTIME_OPTIONS: Record<string, OptionSpec> = {
 export function runtimeFromFlags(v: ParsedValues, ctx: CliContext): { device: Device; dtype: ModelDType } {
   const request = choice(v, 'device', ['auto', 'cpu', 'cuda'] as const) ?? 'auto';
   const device = resolveDevice(request, (line) => ctx.stderr.write(line + '\n'));
-  const dtype = str(v, 'dtype');
-  if (dtype !== undefined && !['f32', 'f64', 'bf16', 'f16'].includes(dtype)) throw new UsageError(`--dtype must be one of f32, f64, bf16, f16, got '${dtype}'`);
+  const dtype = choice(v, 'dtype', MODEL_DTYPES);
   try {
     return { device, dtype: modelDType(dtype, device) };
   } catch (e) {

@@ -2,7 +2,7 @@
  * Argument checks shared by the ops. Each throws a typed error naming the argument, before any
  * work is queued.
  */
-import { accumDType, type DType } from '../dtype.js';
+import { BACKEND_DTYPES, accumDType, type DType } from '../dtype.js';
 import type { Device } from '../device.js';
 import { DTypeError, DeviceError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
@@ -56,8 +56,7 @@ export function resolveScale(scale: unknown, headDim: number): number {
 
 /** Which dtypes each backend computes in. */
 export function expectBackendDType(dtype: DType, device: Device, name: string): void {
-  const ok = device === 'cpu' ? dtype === 'f64' || dtype === 'f32' : dtype === 'bf16' || dtype === 'f16' || dtype === 'f32';
-  if (!ok)
+  if (!BACKEND_DTYPES[device].includes(dtype))
     throw new DTypeError(
       `the ${device} backend computes in ${device === 'cpu' ? 'f64 or f32' : 'bf16, f16 or f32'}, got ${dtype} (cast first)`,
       name,
