@@ -122,8 +122,10 @@ export class SoftmaxAttentionKernel implements AttentionKernel {
  */
 class SoftmaxKvCache implements AttentionCache {
   private readonly state: HybridDecodeState;
-  private readonly dummy: Tensor[] = [];
   private started = false;
+  // Zero feature maps (featureDim 1: no linear-attention part) and a gamma that cancels in mode
+  // swa; the prompt's are freed after the prefill, the step's are made once and reused.
+  private stepFeatures: Tensor | undefined;
   private gamma: Tensor | undefined;
   constructor(
     readonly shape: CacheShape,
@@ -135,10 +137,8 @@ class SoftmaxKvCache implements AttentionCache {
     );
   }
 
-  private features(lead: number[]): Tensor {
-    const t = Tensor.zeros([...lead, 1], { dtype: this.shape.dtype, device: this.shape.device });
-    this.dummy.push(t);
-    return t;
+  private zeros(shape: number[]): Tensor {
+    return Tensor.zeros(shape, { dtype: this.shape.dtype, device: this.shape.device });
   }
 
   attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
@@ -147,16 +147,17 @@ class SoftmaxKvCache implements AttentionCache {
     if (!this.started) {
       // The prompt: flash-style causal attention for its outputs, and the cache filled in
       // parallel (no token-by-token walk over the prompt).
-      this.state.prefillState({ k, v, fk: this.features([B, H, T]) });
+      const fk = this.zeros([B, H, T, 1]);
+      this.state.prefillState({ k, v, fk });
+      fk.dispose(); // queued work keeps its storage
       this.started = true;
       const r = softmaxAttention({ q, k, v }, this.scale === undefined ? {} : { scale: this.scale });
       r.lse.dispose();
       return r.y;
     }
     if (T !== 1) throw new InvalidArgumentError('after the prompt, the KV cache takes one token per step', 'q');
-    // gamma cancels in mode swa; uploaded once so no step owns a temporary.
     const gamma = this.gamma ?? (this.gamma = Tensor.full([H], 0.5, { dtype: accumDType(this.shape.dtype), device: this.shape.device }));
-    const f = this.features([B, H]);
+    const f = this.stepFeatures ?? (this.stepFeatures = this.zeros([B, H, 1]));
     const tok = (t: Tensor) => t.reshape([B, t.shape[1]!, d]); // [B, h, 1, d] is [B, h, d] in memory
     const out = this.state.step({ q: tok(q), k: tok(k), v: tok(v), fq: f, fk: f, gamma }, { mode: 'swa', ...(this.scale === undefined ? {} : { scale: this.scale }) });
     for (const s of Object.values(out.stats)) s.dispose();
@@ -165,7 +166,7 @@ class SoftmaxKvCache implements AttentionCache {
 
   dispose(): void {
     this.state.dispose();
-    this.dummy.forEach((t) => t.dispose());
+    this.stepFeatures?.dispose();
     this.gamma?.dispose();
   }
 }
