@@ -61,7 +61,6 @@ export interface NativeAddon {
   decodeWriteState(a: object): void;
   decodeCaptureStep(a: object): Handles<'y' | 'c' | 'denSwa' | 'denLa'> & { graph: object };
   decodeReplayGraph(graph: object): void;
-  decodeCopyTokens(a: { src: NativeTensorHandle; dst: NativeTensorHandle }): void;
   decodeDisposeGraph(graph: object): void;
   featureMapForward(a: object): Handles<'phi'>;
   featureMapBackward(a: object): Handles<'dx'> & Partial<Handles<'dw' | 'db'>>;

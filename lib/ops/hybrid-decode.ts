@@ -9,6 +9,7 @@ import { DEVICE_CODE, type Device } from '../device.js';
 import { DisposedError, InvalidArgumentError, NotImplementedError, callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
+import { copyInto } from './elementwise.js';
 import { HYBRID_MODES, LAMBDA_KINDS, WINDOW_GEOMETRIES, type HybridAttentionStats, type HybridMode, type LambdaKind, type WindowGeometry } from './hybrid-attention.js';
 import { expectBackendDType, expectChoice, expectInteger, expectShape, expectTensor, gammaArg, keepArg, resolveScale } from './validate.js';
 
@@ -91,7 +92,7 @@ export class DecodeStepGraph {
     }
     for (const name of ['q', 'k', 'v', 'fq', 'fk'] as const) {
       const t = tokens[name];
-      if (t !== undefined && t !== this.tokens[name]) callNative(() => native.decodeCopyTokens({ src: t.handle, dst: this.tokens[name].handle }));
+      if (t !== undefined && t !== this.tokens[name]) copyInto(this.tokens[name], t);
     }
     const handle = this.handle;
     callNative(() => native.decodeReplayGraph(handle));

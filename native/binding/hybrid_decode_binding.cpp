@@ -230,23 +230,6 @@ Napi::Value ReplayGraph(const Napi::CallbackInfo& info) {
   HA_BINDING_CATCH(env)
 }
 
-// copyIntoGraphInput(src, dst): queues dst <- src (same device, dtype and size), ordered after
-// pending work on both: how replay(tokens) feeds new tokens to the tensors the graph reads.
-Napi::Value CopyTokens(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  HA_BINDING_TRY
-  StoragePtr src = tensor_prop(info[0].As<Napi::Object>(), "src");
-  StoragePtr dst = tensor_prop(info[0].As<Napi::Object>(), "dst");
-  if (src->device() != Device::CUDA || dst->device() != Device::CUDA)
-    throw Error(ErrorCode::InvalidArgument, "token copies into a graph's inputs are on device 'cuda'", "src");
-  if (src->dtype() != dst->dtype() || src->bytes() != dst->bytes())
-    throw Error(ErrorCode::InvalidArgument, "tokens must have the captured dtype and size", "src");
-  if (src == dst) return env.Undefined();
-  submit(Device::CUDA, {src}, {dst}, [src, dst] { cuda_copy_device_to_device(dst->data(), src->data(), src->bytes()); });
-  return env.Undefined();
-  HA_BINDING_CATCH(env)
-}
-
 Napi::Value DisposeGraph(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   HA_BINDING_TRY
@@ -264,7 +247,6 @@ void init_hybrid_decode_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeWriteState", Napi::Function::New(env, WriteState));
   exports.Set("decodeCaptureStep", Napi::Function::New(env, CaptureStep));
   exports.Set("decodeReplayGraph", Napi::Function::New(env, ReplayGraph));
-  exports.Set("decodeCopyTokens", Napi::Function::New(env, CopyTokens));
   exports.Set("decodeDisposeGraph", Napi::Function::New(env, DisposeGraph));
 }
 
