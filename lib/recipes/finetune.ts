@@ -19,7 +19,7 @@ import { loadTrainingState, saveTrainingState } from '../model/checkpoint.js';
 import type { LlamaModel } from '../model/llama.js';
 import type { BatchSource, TokenBatch } from './data.js';
 import { collectBatches } from './data.js';
-import { trainLoop, type LoopOptions, type LoopResult, type ValPoint } from './loop.js';
+import { stageLoopSettings, trainLoop, type LoopResult, type StageLoopOptions, type ValPoint } from './loop.js';
 import { hybridKernels } from './transfer.js';
 
 export interface SsdOptions {
@@ -40,7 +40,7 @@ export interface EarlyStoppingOptions {
   minDelta?: number;
 }
 
-export interface FinetuneOptions extends Partial<LoopOptions> {
+export interface FinetuneOptions extends StageLoopOptions {
   /** LoRA adapters (default r 8, alpha 16, dropout 0, q k v o); false: none (train only what trainFeatureMaps / trainGamma allow). */
   lora?: LoraOptions | false;
   /** Also train the feature maps (default false). */
@@ -61,8 +61,6 @@ export interface FinetuneOptions extends Partial<LoopOptions> {
   ssd?: SsdOptions | false;
   /** Validation batches used per evaluation (default 4). */
   validationBatches?: number;
-  checkpoint?: string;
-  resume?: boolean;
 }
 
 export interface FinetuneResult extends LoopResult {
@@ -138,15 +136,7 @@ export async function loraFinetune(model: LlamaModel, data: BatchSource, o: Fine
       steps,
       lr: o.lr ?? 1e-4,
       evalEvery,
-      ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
-      ...(o.maxGradNorm !== undefined ? { maxGradNorm: o.maxGradNorm } : {}),
-      ...(o.schedule ? { schedule: o.schedule } : {}),
-      ...(o.warmup !== undefined ? { warmup: o.warmup } : {}),
-      ...(o.saveEvery !== undefined ? { saveEvery: o.saveEvery } : {}),
-      ...(o.signal ? { signal: o.signal } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-      ...(o.checkpoint ? { checkpoint: o.checkpoint } : {}),
-      ...(o.resume ? { resume: true } : {}),
+      ...stageLoopSettings(o),
       extra: {
         get: () => ({ ssdRng: rng.state, loraRng: lora?.rng.state ?? 0 }),
         set: (x) => {

@@ -67,6 +67,28 @@ export interface LoopOptions {
   onProgress?: (p: ProgressInfo) => void;
 }
 
+/** What a stage's options (transfer, fine-tuning) hand to trainLoop beyond its steps, lr and evalEvery. */
+export interface StageLoopOptions extends Partial<LoopOptions> {
+  /** Checkpoint file of the stage. */
+  checkpoint?: string;
+  resume?: boolean;
+}
+
+/** The optional loop settings a stage passes through as they are (absent ones stay absent). */
+export function stageLoopSettings(o: StageLoopOptions): Partial<LoopSpec> {
+  return {
+    ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
+    ...(o.maxGradNorm !== undefined ? { maxGradNorm: o.maxGradNorm } : {}),
+    ...(o.schedule ? { schedule: o.schedule } : {}),
+    ...(o.warmup !== undefined ? { warmup: o.warmup } : {}),
+    ...(o.saveEvery !== undefined ? { saveEvery: o.saveEvery } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    ...(o.checkpoint ? { checkpoint: o.checkpoint } : {}),
+    ...(o.resume ? { resume: true } : {}),
+  };
+}
+
 export interface LoopSpec extends LoopOptions {
   stage: Stage;
   model: LlamaModel;

@@ -23,20 +23,17 @@ import { HYBRID_PARAM_NAMES, HybridAttentionKernel } from '../model/hybrid-layer
 import type { LlamaModel } from '../model/llama.js';
 import type { HybridMode } from '../ops/hybrid-attention.js';
 import type { BatchSource } from './data.js';
-import { trainLoop, type LoopOptions, type LoopResult } from './loop.js';
+import { stageLoopSettings, trainLoop, type LoopResult, type StageLoopOptions } from './loop.js';
 
 export const TRANSFER_LOSSES = ['weight-ce', 'mse-la', 'mse-hybrid'] as const;
 export type TransferLossKind = (typeof TRANSFER_LOSSES)[number];
 
-export interface TransferOptions extends Partial<LoopOptions> {
+export interface TransferOptions extends StageLoopOptions {
   loss: TransferLossKind;
   /** MSE weight (default 1000, LoLCATs). */
   mseWeight?: number;
   /** Train the gammas (default: true for 'mse-hybrid', which is the only loss that depends on them). */
   trainGamma?: boolean;
-  /** Checkpoint file of this stage. */
-  checkpoint?: string;
-  resume?: boolean;
 }
 
 /** Per-layer losses of the latest teacher pass (device scalars until read). */
@@ -164,15 +161,7 @@ export async function attentionTransfer(model: LlamaModel, data: BatchSource, o:
       data,
       steps: o.steps ?? 100,
       lr: o.lr ?? 1e-2,
-      ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
-      ...(o.maxGradNorm !== undefined ? { maxGradNorm: o.maxGradNorm } : {}),
-      ...(o.schedule ? { schedule: o.schedule } : {}),
-      ...(o.warmup !== undefined ? { warmup: o.warmup } : {}),
-      ...(o.saveEvery !== undefined ? { saveEvery: o.saveEvery } : {}),
-      ...(o.signal ? { signal: o.signal } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-      ...(o.checkpoint ? { checkpoint: o.checkpoint } : {}),
-      ...(o.resume ? { resume: true } : {}),
+      ...stageLoopSettings(o),
       step: async (batch) => {
         pending.losses.length = 0;
         model.forward(batch).logits.dispose();
