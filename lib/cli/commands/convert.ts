@@ -58,6 +58,14 @@ export async function runConversionRecipe(req: ConversionRequest): Promise<Recip
   }
 }
 
+/** --ssd-windows W1,W2,...: the SSD window schedule (integers >= 1), or undefined. */
+export function ssdWindowsFromFlags(values: ParsedValues): number[] | undefined {
+  const list = str(values, 'ssd-windows');
+  const windows = list?.split(',').map((s) => Number(s.trim()));
+  if (windows && windows.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--ssd-windows must be a comma-separated list of integers >= 1, got '${list}'`);
+  return windows;
+}
+
 export const TRAIN_DATA_OPTIONS = {
   ...DATA_OPTIONS,
   tokenizer: { type: 'string', value: 'PATH', description: 'tokenizer.json (default: <model>/tokenizer.json)' },
@@ -177,9 +185,7 @@ export const convertCommand: CliCommand = {
     const gamma = num(values, 'gamma', { positive: true, max: 1 })!;
     const granularity = choice(values, 'ssd-granularity', SSD_GRANULARITIES)!;
     const { device, dtype } = runtimeFromFlags(values, ctx);
-    const winList = str(values, 'ssd-windows');
-    const windowStages = winList?.split(',').map((s) => Number(s.trim()));
-    if (windowStages && windowStages.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--ssd-windows must be a comma-separated list of integers >= 1, got '${winList}'`);
+    const windowStages = ssdWindowsFromFlags(values);
     const resume = bool(values, 'resume');
     const states = [join(out, TRANSFER_STATE), join(out, FINETUNE_STATE)];
     if (resume && !states.some(existsSync)) throw new UsageError(`--resume: no checkpoint in ${out}`);
