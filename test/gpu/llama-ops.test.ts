@@ -18,6 +18,7 @@ import { adamwStep, clipGradNorm, gradNorm } from '../../lib/ops/adamw.js';
 import { accumulate, add, copyInto, fillLike, mul, scale, sumRows, transpose12 } from '../../lib/ops/elementwise.js';
 import { repeatKv, repeatKvBackward, sigmoid, sigmoidBackward } from '../../lib/ops/repeat-kv.js';
 import { Rng } from '../helpers/fixtures.js';
+import { UNIT, put, read, rounded } from '../helpers/gpu-data.js';
 import { gpuAvailable } from './gpu-env.js';
 
 const SEED = Number(process.env.LLAMA_OPS_SEED ?? Date.now() % 1_000_000_007);
@@ -25,33 +26,10 @@ if (gpuAvailable) console.log(`test/gpu/llama-ops: seed ${SEED} (LLAMA_OPS_SEED=
 let seedCounter = 0;
 const freshRng = () => new Rng(SEED + 7919 * ++seedCounter);
 
-const UNIT: Record<string, number> = { f32: 2 ** -23, bf16: 2 ** -8, f16: 2 ** -11 };
 const DTYPES: DType[] = ['bf16', 'f16', 'f32'];
-
-/** Uploads host data in `dtype` to `device` (through a rounding cast). */
-function put(x: Float64Array, shape: number[], dtype: DType, device: Device): Tensor {
-  const host = Tensor.fromArray(x, shape, { dtype: 'f64' });
-  const cast = host.cast(dtype);
-  host.dispose();
-  if (device === 'cpu') return cast;
-  const moved = cast.to(device);
-  cast.dispose();
-  return moved;
-}
 
 function putI32(x: ArrayLike<number>, shape: number[], device: Device): Tensor {
   return Tensor.fromArray(Int32Array.from(x), shape, { dtype: 'i32', device });
-}
-
-async function rounded(x: Float64Array, dtype: DType): Promise<Float64Array> {
-  const t = put(x, [x.length], dtype, 'cpu');
-  const out = Float64Array.from(await t.toArray());
-  t.dispose();
-  return out;
-}
-
-async function read(t: Tensor): Promise<Float64Array> {
-  return Float64Array.from(await t.toArray());
 }
 
 function maxAbs(a: Float64Array): number {

@@ -5,31 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, disposeAll, featureMap, featureMapBackward, softmaxAttention, softmaxAttentionBackward, transferLoss, transferLossBackward } from '../../lib/index.js';
 import type { DType, Device } from '../../lib/index.js';
 import { Rng } from '../helpers/fixtures.js';
+import { UNIT, put, read, rounded } from '../helpers/gpu-data.js';
 import { gpuAvailable } from './gpu-env.js';
-
-const UNIT: Record<string, number> = { f32: 2 ** -23, bf16: 2 ** -8, f16: 2 ** -11 };
-
-/** Uploads host data in `dtype` to `device` (through a rounding cast). */
-function put(x: Float64Array, shape: number[], dtype: DType, device: Device): Tensor {
-  const host = Tensor.fromArray(x, shape, { dtype: 'f64' });
-  const cast = host.cast(dtype);
-  host.dispose();
-  if (device === 'cpu') return cast;
-  const moved = cast.to(device);
-  cast.dispose();
-  return moved;
-}
-
-async function rounded(x: Float64Array, dtype: DType): Promise<Float64Array> {
-  const t = put(x, [x.length], dtype, 'cpu');
-  const out = Float64Array.from(await t.toArray());
-  t.dispose();
-  return out;
-}
-
-async function read(t: Tensor): Promise<Float64Array> {
-  return Float64Array.from(await t.toArray());
-}
 
 /** Absolute errors: err(gpu vs f64) <= 2 x (err(f32 naive vs f64) + output rounding) + 8 units x max(1, max |ref|). */
 function expectWithin(name: string, gpu: Float64Array, ref: Float64Array, low: Float64Array, dtype: DType, rounds = true) {
