@@ -98,7 +98,7 @@ describe('help and usage errors', () => {
     }
   });
 
-  it('convert and finetune parse their options; a missing corpus or a non-converted model is a usage error (exit 2)', async () => {
+  it.skipIf(!haveFixtures)('convert and finetune parse their options; a missing corpus or a non-converted model is a usage error (exit 2)', async () => {
     const c = await inProcess(['convert', tiny, '--method', 'lolcats', '-o', join(tmp, 'conv')]);
     expect(c.code).toBe(2);
     expect(c.stderr).toMatch(/convert: no corpus: pass --data FILE/);

@@ -1,12 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig, ropeInvFreq, type LlamaConfig } from '../../lib/model/config.js';
+import { fixturesDir, haveFixtures } from '../helpers/fixtures.js';
 
-const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../../../shared/fixtures');
 const fixtureJson = (dir: string): Record<string, unknown> =>
-  JSON.parse(readFileSync(join(FIXTURES, dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  JSON.parse(readFileSync(join(fixturesDir, dir, 'config.json'), 'utf8')) as Record<string, unknown>;
 
 // inv_freq buffers of transformers 5.17 (torch 2.11, CPU) LlamaRotaryEmbedding for the configs below.
 const TRANSFORMERS_INV_FREQ = {
@@ -99,8 +98,8 @@ function expectConfigError(cfg: unknown, feature: string | RegExp): ConfigError 
 }
 
 describe('parseConfig', () => {
-  it('reads the llama-tiny fixture (transformers 5 layout)', async () => {
-    const c = await loadConfig(join(FIXTURES, 'llama-tiny'));
+  it.skipIf(!haveFixtures)('reads the llama-tiny fixture (transformers 5 layout)', async () => {
+    const c = await loadConfig(join(fixturesDir, 'llama-tiny'));
     expect(c).toEqual<LlamaConfig>({
       architecture: 'LlamaForCausalLM',
       vocabSize: 2048,
@@ -125,8 +124,8 @@ describe('parseConfig', () => {
     });
   });
 
-  it('reads the bf16 fixture', async () => {
-    const c = await loadConfig(join(FIXTURES, 'llama-tiny-bf16', 'config.json'));
+  it.skipIf(!haveFixtures)('reads the bf16 fixture', async () => {
+    const c = await loadConfig(join(fixturesDir, 'llama-tiny-bf16', 'config.json'));
     expect(c.torchDtype).toBe('bfloat16');
     expect(c.headDim).toBe(32);
   });
@@ -267,7 +266,7 @@ describe('ropeInvFreq', () => {
     }
   });
 
-  it('matches the fixture model (head_dim 32, theta 1e4)', () => {
+  it.skipIf(!haveFixtures)('matches the fixture model (head_dim 32, theta 1e4)', () => {
     const c = parseConfig(fixtureJson('llama-tiny'));
     expect(Array.from(ropeInvFreq(c))).toEqual(TRANSFORMERS_INV_FREQ.default32);
   });

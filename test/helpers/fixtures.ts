@@ -9,6 +9,7 @@ export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..'
 /** ../shared/fixtures, or HYBRID_ATTENTION_FIXTURES (the GPU machine gets a copy: ../shared does not travel there). */
 export const fixturesDir = process.env.HYBRID_ATTENTION_FIXTURES ? resolve(process.env.HYBRID_ATTENTION_FIXTURES) : resolve(projectRoot, '..', 'shared', 'fixtures');
 export const haveFixtures = existsSync(fixturesDir);
+if (!haveFixtures) console.warn(`test fixtures not found at ${fixturesDir} (../shared/fixtures or HYBRID_ATTENTION_FIXTURES): golden-fixture tests skipped`);
 
 export interface HostTensor {
   shape: number[];
