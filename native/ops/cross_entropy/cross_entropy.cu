@@ -179,7 +179,7 @@ template <class T>
 __global__ void add_acc_kernel(T* dh, const float* acc, int64_t n, int accumulate) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float base = accumulate ? lc::tof(dh[i]) : 0.f;
-    dh[i] = lc::cvtf<T>(base + acc[i]);
+    dh[i] = lc::fromf<T>(base + acc[i]);
   }
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_device.cuh"
 #include "core/dtype.h"
 #include "core/errors.h"
 
@@ -29,9 +30,8 @@ inline void check(cudaError_t e, const char* op, const char* what) {
 }
 inline void check_launch(const char* op, const char* what) { check(cudaGetLastError(), op, what); }
 
-__device__ __forceinline__ float tof(float x) { return x; }
-__device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float tof(__half x) { return __half2float(x); }
+using ::ha::fromf;  // float -> element (core/cuda_device.cuh)
+using ::ha::tof;    // element -> float
 
 // Compute type of an element type.
 template <class T>
@@ -59,17 +59,9 @@ __device__ __forceinline__ __nv_bfloat16 cvt<__nv_bfloat16>(double x) { return _
 template <>
 __device__ __forceinline__ __half cvt<__half>(double x) { return __float2half_rn(static_cast<float>(x)); }
 template <class T>
-__device__ __forceinline__ T cvtf(float x);
-template <>
-__device__ __forceinline__ float cvtf<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 cvtf<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <>
-__device__ __forceinline__ __half cvtf<__half>(float x) { return __float2half_rn(x); }
-template <class T>
 __device__ __forceinline__ void st(T* p, int64_t i, double x) { p[i] = cvt<T>(x); }
 template <class T>
-__device__ __forceinline__ void st(T* p, int64_t i, float x) { p[i] = cvtf<T>(x); }
+__device__ __forceinline__ void st(T* p, int64_t i, float x) { p[i] = fromf<T>(x); }
 
 __device__ __forceinline__ float acc_exp(float x) { return expf(x); }
 __device__ __forceinline__ double acc_exp(double x) { return exp(x); }

@@ -40,6 +40,7 @@
 #define HA_WITH_CUDA 1
 #endif
 #include "core/errors.h"
+#include "core/mma_sm80.cuh"
 #include "ops/matmul/matmul.h"
 #include "ops/matmul/matmul_cuda.cuh"
 #include "ops/matmul/matmul_internal.cuh"
@@ -47,46 +48,14 @@
 namespace ha {
 namespace {
 
-// ------------------------------------------------------------------------------------------
-// Tensor-core helpers (sm_80+).
-template <bool BF>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (BF) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void* p) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
+// Tensor-core primitives (sm_80+): native/core/mma_sm80.cuh.
+using mma::cp_commit;
+using mma::cp_wait;
+using mma::ldsm_x4;
+using mma::ldsm_x4_t;
+using mma::mma16816;
 // 16-byte async copy of which the first `bytes` (0..16) come from g, the rest are zero-filled.
-__device__ __forceinline__ void cp_async16(void* s, const void* g, int bytes) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(s));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(g), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+__device__ __forceinline__ void cp_async16(void* s, const void* g, int bytes) { mma::cp_async16_bytes(s, g, bytes); }
 
 // Bytes of the 8-element chunk starting at index `i` of a row of `extent` elements.
 __device__ __forceinline__ int chunk_bytes(int64_t i, int64_t extent) {
@@ -165,7 +134,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) gemm_mma_kerne
   using S = MmaSmem<TA, TB, Cfg>;
   constexpr int BM = Cfg::kBM, BN = Cfg::kBN, BK = Cfg::kBK, STAGES = Cfg::kStages;
   constexpr int WM = Cfg::kWM, WN = Cfg::kWN, MI = WM / 16, NI = WN / 8;
-  constexpr bool BF = std::is_same<T, __nv_bfloat16>::value;
   constexpr int GROUP_M = 8;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* As = reinterpret_cast<T*>(smraw);
@@ -246,8 +214,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) gemm_mma_kerne
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
           for (int nj = 0; nj < NI / 2; ++nj) {
-            mma16816<BF>(acc[mi][2 * nj], af[mi], bfr[nj][0], bfr[nj][1]);
-            mma16816<BF>(acc[mi][2 * nj + 1], af[mi], bfr[nj][2], bfr[nj][3]);
+            mma16816<T>(acc[mi][2 * nj], af[mi], bfr[nj][0], bfr[nj][1]);
+            mma16816<T>(acc[mi][2 * nj + 1], af[mi], bfr[nj][2], bfr[nj][3]);
           }
       }
     }

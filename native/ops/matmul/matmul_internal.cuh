@@ -9,6 +9,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/cuda_device.cuh"
 #include "core/dtype.h"
 #include "core/errors.h"
 
@@ -43,18 +44,6 @@ bool gemm_sm90_available(cudaStream_t st);
 // rules (16-byte aligned base, lda/ldb/strides multiples of 8, tensor map encoding accepted): the
 // caller then uses the mma.sync kernel. Throws ha::Error on a launch failure.
 bool gemm_sm90(const GemmArgs& g, DType dt, bool c_f32, bool ta, bool tb, cudaStream_t st);
-
-__device__ __forceinline__ float tof(float x) { return x; }
-__device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float tof(__half x) { return __half2float(x); }
-template <class T>
-__device__ __forceinline__ T fromf(float x);
-template <>
-__device__ __forceinline__ float fromf<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 fromf<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <>
-__device__ __forceinline__ __half fromf<__half>(float x) { return __float2half_rn(x); }
 
 // Stores two adjacent outputs (col, col + 1) of one row; `both` when col + 1 < N.
 template <class TC>

@@ -27,6 +27,7 @@
 #endif
 #include "core/cuda_device.cuh"
 #include "core/errors.h"
+#include "core/mma_sm80.cuh"
 #include "ops/softmax_attention/softmax_attention.h"
 
 namespace ha {
@@ -53,51 +54,14 @@ struct KP {
   float* Dn;         // backward scratch [B*H*T]
 };
 
-// ------------------------------------------------------------------------------------------
-// Tensor-core helpers (sm_80+).
-template <bool BF>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (BF) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-template <bool BF>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (BF) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  } else {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void* p) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-__device__ __forceinline__ void cp_async16(void* s, const void* g, bool valid) {
-  uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(s));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(g), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// Tensor-core primitives (sm_80+): native/core/mma_sm80.cuh.
+using mma::cp_async16;
+using mma::cp_commit;
+using mma::cp_wait;
+using mma::ldsm_x4;
+using mma::ldsm_x4_t;
+using mma::mma16816;
+using mma::pack2;
 
 // Rows [row0, row0+NR) of a [T, D] 16-bit matrix into shared memory (row stride D+8 elements);
 // rows >= T are zero-filled.
@@ -131,15 +95,11 @@ __device__ __forceinline__ void ld_b_kn(uint32_t (&r)[4], const T* s, int k0, in
   ldsm_x4_t(r, s + (k0 + (i & 1) * 8 + (lane & 7)) * LD + n0 + (i >> 1) * 8);
 }
 
-template <class T>
-struct IsBf16 { static constexpr bool value = std::is_same<T, __nv_bfloat16>::value; };
-
 // ------------------------------------------------------------------------------------------
 // Fast forward.
 template <class T, int D>
 __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
   constexpr int BR = 64, BC = 64, LD = D + 8;
-  constexpr bool BF = IsBf16<T>::value;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* Qs = reinterpret_cast<T*>(smraw);
   T* Ks = Qs + BR * LD;      // 2 stages
@@ -192,8 +152,8 @@ __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
       for (int nn = 0; nn < BC / 16; ++nn) {
         uint32_t bf[4];
         ld_b_nk<LD>(bf, Kt, nn * 16, kk * 16, lane);
-        mma16816<BF>(s[2 * nn], qf[kk], bf[0], bf[1]);
-        mma16816<BF>(s[2 * nn + 1], qf[kk], bf[2], bf[3]);
+        mma16816<T>(s[2 * nn], qf[kk], bf[0], bf[1]);
+        mma16816<T>(s[2 * nn + 1], qf[kk], bf[2], bf[3]);
       }
     }
     const int k0 = j * BC;
@@ -241,16 +201,16 @@ __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<BF>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<BF>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<BF>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<BF>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bf[4];
         ld_b_kn<LD>(bf, Vt, kk * 16, nn * 16, lane);
-        mma16816<BF>(o[2 * nn], a, bf[0], bf[1]);
-        mma16816<BF>(o[2 * nn + 1], a, bf[2], bf[3]);
+        mma16816<T>(o[2 * nn], a, bf[0], bf[1]);
+        mma16816<T>(o[2 * nn + 1], a, bf[2], bf[3]);
       }
     }
     __syncthreads();
@@ -266,8 +226,8 @@ __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
 #pragma unroll
   for (int nt = 0; nt < D / 8; ++nt) {
     const int c = nt * 8 + 2 * t;
-    if (row_a < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_a * D + c) = pack2<BF>(o[nt][0] * inv0, o[nt][1] * inv0);
-    if (row_b < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_b * D + c) = pack2<BF>(o[nt][2] * inv1, o[nt][3] * inv1);
+    if (row_a < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_a * D + c) = pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
+    if (row_b < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_b * D + c) = pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
   }
   if (p.lse && t == 0) {
     float* lse = p.lse + (int64_t)bh * Tn;
@@ -296,7 +256,6 @@ __global__ void bwd_dot_kernel(KP p, int64_t rows) {
 template <class T, int D, int BR>
 __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
   constexpr int BC = 64, LD = D + 8;
-  constexpr bool BF = IsBf16<T>::value;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* Ks = reinterpret_cast<T*>(smraw);
   T* Vs = Ks + BC * LD;
@@ -369,10 +328,10 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
         uint32_t bq[4], bo[4];
         ld_b_nk<LD>(bq, Qt, nn * 16, kk * 16, lane);
         ld_b_nk<LD>(bo, dOt, nn * 16, kk * 16, lane);
-        mma16816<BF>(s[2 * nn], ka, bq[0], bq[1]);
-        mma16816<BF>(s[2 * nn + 1], ka, bq[2], bq[3]);
-        mma16816<BF>(dp[2 * nn], va, bo[0], bo[1]);
-        mma16816<BF>(dp[2 * nn + 1], va, bo[2], bo[3]);
+        mma16816<T>(s[2 * nn], ka, bq[0], bq[1]);
+        mma16816<T>(s[2 * nn + 1], ka, bq[2], bq[3]);
+        mma16816<T>(dp[2 * nn], va, bo[0], bo[1]);
+        mma16816<T>(dp[2 * nn + 1], va, bo[2], bo[3]);
       }
     }
     const bool need_mask = (qrow0 + BR > Tn) || (k0 + BC > Tn) || (p.causal && qrow0 < k0 + BC - 1);
@@ -395,23 +354,23 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk) {
       uint32_t pa[4], da[4];
-      pa[0] = pack2<BF>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<BF>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<BF>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<BF>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      da[0] = pack2<BF>(dp[2 * kk][0], dp[2 * kk][1]);
-      da[1] = pack2<BF>(dp[2 * kk][2], dp[2 * kk][3]);
-      da[2] = pack2<BF>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-      da[3] = pack2<BF>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      da[0] = pack2<T>(dp[2 * kk][0], dp[2 * kk][1]);
+      da[1] = pack2<T>(dp[2 * kk][2], dp[2 * kk][3]);
+      da[2] = pack2<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+      da[3] = pack2<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bo[4], bq[4];
         ld_b_kn<LD>(bo, dOt, kk * 16, nn * 16, lane);
         ld_b_kn<LD>(bq, Qt, kk * 16, nn * 16, lane);
-        mma16816<BF>(dv[2 * nn], pa, bo[0], bo[1]);
-        mma16816<BF>(dv[2 * nn + 1], pa, bo[2], bo[3]);
-        mma16816<BF>(dk[2 * nn], da, bq[0], bq[1]);
-        mma16816<BF>(dk[2 * nn + 1], da, bq[2], bq[3]);
+        mma16816<T>(dv[2 * nn], pa, bo[0], bo[1]);
+        mma16816<T>(dv[2 * nn + 1], pa, bo[2], bo[3]);
+        mma16816<T>(dk[2 * nn], da, bq[0], bq[1]);
+        mma16816<T>(dk[2 * nn + 1], da, bq[2], bq[3]);
       }
     }
     __syncthreads();
@@ -424,12 +383,12 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
   for (int nt = 0; nt < D / 8; ++nt) {
     const int c = nt * 8 + 2 * t;
     if (key_a < Tn) {
-      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_a * D + c) = pack2<BF>(dk[nt][0] * sc, dk[nt][1] * sc);
-      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_a * D + c) = pack2<BF>(dv[nt][0], dv[nt][1]);
+      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_a * D + c) = pack2<T>(dk[nt][0] * sc, dk[nt][1] * sc);
+      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_a * D + c) = pack2<T>(dv[nt][0], dv[nt][1]);
     }
     if (key_b < Tn) {
-      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_b * D + c) = pack2<BF>(dk[nt][2] * sc, dk[nt][3] * sc);
-      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_b * D + c) = pack2<BF>(dv[nt][2], dv[nt][3]);
+      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_b * D + c) = pack2<T>(dk[nt][2] * sc, dk[nt][3] * sc);
+      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_b * D + c) = pack2<T>(dv[nt][2], dv[nt][3]);
     }
   }
 }
@@ -438,7 +397,6 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
 template <class T, int D>
 __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
   constexpr int BR = 64, BC = 64, LD = D + 8;
-  constexpr bool BF = IsBf16<T>::value;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* Qs = reinterpret_cast<T*>(smraw);
   T* dOs = Qs + BR * LD;
@@ -502,10 +460,10 @@ __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
         uint32_t bk[4], bv[4];
         ld_b_nk<LD>(bk, Kt, nn * 16, kk * 16, lane);
         ld_b_nk<LD>(bv, Vt, nn * 16, kk * 16, lane);
-        mma16816<BF>(s[2 * nn], qf[kk], bk[0], bk[1]);
-        mma16816<BF>(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
-        mma16816<BF>(dp[2 * nn], oa, bv[0], bv[1]);
-        mma16816<BF>(dp[2 * nn + 1], oa, bv[2], bv[3]);
+        mma16816<T>(s[2 * nn], qf[kk], bk[0], bk[1]);
+        mma16816<T>(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
+        mma16816<T>(dp[2 * nn], oa, bv[0], bv[1]);
+        mma16816<T>(dp[2 * nn + 1], oa, bv[2], bv[3]);
       }
     }
     const int k0 = j * BC;
@@ -527,16 +485,16 @@ __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<BF>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<BF>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<BF>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<BF>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bk[4];
         ld_b_kn<LD>(bk, Kt, kk * 16, nn * 16, lane);
-        mma16816<BF>(dq[2 * nn], a, bk[0], bk[1]);
-        mma16816<BF>(dq[2 * nn + 1], a, bk[2], bk[3]);
+        mma16816<T>(dq[2 * nn], a, bk[0], bk[1]);
+        mma16816<T>(dq[2 * nn + 1], a, bk[2], bk[3]);
       }
     }
     __syncthreads();
@@ -547,8 +505,8 @@ __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
 #pragma unroll
   for (int nt = 0; nt < D / 8; ++nt) {
     const int c = nt * 8 + 2 * t;
-    if (row_a < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_a * D + c) = pack2<BF>(dq[nt][0] * sc, dq[nt][1] * sc);
-    if (row_b < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_b * D + c) = pack2<BF>(dq[nt][2] * sc, dq[nt][3] * sc);
+    if (row_a < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_a * D + c) = pack2<T>(dq[nt][0] * sc, dq[nt][1] * sc);
+    if (row_b < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_b * D + c) = pack2<T>(dq[nt][2] * sc, dq[nt][3] * sc);
   }
 }
 
