@@ -86,5 +86,30 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
+// Two fp32 accumulator tiles (16x8 each, columns 0-7 and 8-15 of a 16x16 block) -> the A fragment
+// of that 16x16 block in T: how P = softmax(S) feeds the next mma without leaving registers.
+template <class T>
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
+  a[0] = pack2<T>(lo[0], lo[1]);
+  a[1] = pack2<T>(lo[2], lo[3]);
+  a[2] = pack2<T>(hi[0], hi[1]);
+  a[3] = pack2<T>(hi[2], hi[3]);
+}
+
+// Stores the 16 x (8 ND) accumulator block of one warp (rows row_a = r0 + g and row_b = row_a + 8,
+// columns 8 nt + 2t, +1 of a row-major [*, ld] matrix) scaled per row, skipping rows >= n_rows.
+template <class T, int ND>
+__device__ __forceinline__ void store_acc_rows(T* base, int64_t ld, int row_a, int row_b, int n_rows,
+                                               const float (&acc)[ND][4], float scale_a, float scale_b, int t) {
+#pragma unroll
+  for (int nt = 0; nt < ND; ++nt) {
+    const int c = nt * 8 + 2 * t;
+    if (row_a < n_rows)
+      *reinterpret_cast<uint32_t*>(base + row_a * ld + c) = pack2<T>(acc[nt][0] * scale_a, acc[nt][1] * scale_a);
+    if (row_b < n_rows)
+      *reinterpret_cast<uint32_t*>(base + row_b * ld + c) = pack2<T>(acc[nt][2] * scale_b, acc[nt][3] * scale_b);
+  }
+}
+
 }  // namespace mma
 }  // namespace ha

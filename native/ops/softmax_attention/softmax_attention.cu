@@ -55,13 +55,14 @@ struct KP {
 };
 
 // Tensor-core primitives (sm_80+): native/core/mma_sm80.cuh.
+using mma::acc_to_a;
 using mma::cp_async16;
 using mma::cp_commit;
 using mma::cp_wait;
 using mma::ldsm_x4;
 using mma::ldsm_x4_t;
 using mma::mma16816;
-using mma::pack2;
+using mma::store_acc_rows;
 
 // Rows [row0, row0+NR) of a [T, D] 16-bit matrix into shared memory (row stride D+8 elements);
 // rows >= T are zero-filled.
@@ -201,10 +202,7 @@ __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bf[4];
@@ -223,12 +221,7 @@ __global__ void __launch_bounds__(128) fwd_mma_kernel(KP p) {
   }
   const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
   T* y = static_cast<T*>(p.yo) + (int64_t)bh * Tn * D;
-#pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int c = nt * 8 + 2 * t;
-    if (row_a < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_a * D + c) = pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
-    if (row_b < Tn) *reinterpret_cast<uint32_t*>(y + (int64_t)row_b * D + c) = pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
-  }
+  store_acc_rows<T>(y, D, row_a, row_b, Tn, o, inv0, inv1, t);
   if (p.lse && t == 0) {
     float* lse = p.lse + (int64_t)bh * Tn;
     if (row_a < Tn) lse[row_a] = l[0] > 0.f ? (m[0] + log2f(l[0])) * kLn2 : -INFINITY;
@@ -354,14 +347,8 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk) {
       uint32_t pa[4], da[4];
-      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      da[0] = pack2<T>(dp[2 * kk][0], dp[2 * kk][1]);
-      da[1] = pack2<T>(dp[2 * kk][2], dp[2 * kk][3]);
-      da[2] = pack2<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-      da[3] = pack2<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      acc_to_a<T>(pa, s[2 * kk], s[2 * kk + 1]);
+      acc_to_a<T>(da, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bo[4], bq[4];
@@ -379,18 +366,8 @@ __global__ void __launch_bounds__(128) bwd_dkdv_mma_kernel(KP p) {
   T* dkp = static_cast<T*>(p.dk) + (int64_t)bhk * Tn * D;
   T* dvp = static_cast<T*>(p.dv_) + (int64_t)bhk * Tn * D;
   const float sc = p.scale;
-#pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int c = nt * 8 + 2 * t;
-    if (key_a < Tn) {
-      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_a * D + c) = pack2<T>(dk[nt][0] * sc, dk[nt][1] * sc);
-      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_a * D + c) = pack2<T>(dv[nt][0], dv[nt][1]);
-    }
-    if (key_b < Tn) {
-      *reinterpret_cast<uint32_t*>(dkp + (int64_t)key_b * D + c) = pack2<T>(dk[nt][2] * sc, dk[nt][3] * sc);
-      *reinterpret_cast<uint32_t*>(dvp + (int64_t)key_b * D + c) = pack2<T>(dv[nt][2], dv[nt][3]);
-    }
-  }
+  store_acc_rows<T>(dkp, D, key_a, key_b, Tn, dk, sc, sc, t);
+  store_acc_rows<T>(dvp, D, key_a, key_b, Tn, dv, 1.f, 1.f, t);
 }
 
 // Fast backward, dq: 4 warps x 16 rows; loops over key tiles.
@@ -485,10 +462,7 @@ __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int nn = 0; nn < D / 16; ++nn) {
         uint32_t bk[4];
@@ -502,12 +476,7 @@ __global__ void __launch_bounds__(128) bwd_dq_mma_kernel(KP p) {
   cp_wait<0>();
   T* dqp = static_cast<T*>(p.dq) + (int64_t)bh * Tn * D;
   const float sc = p.scale;
-#pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int c = nt * 8 + 2 * t;
-    if (row_a < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_a * D + c) = pack2<T>(dq[nt][0] * sc, dq[nt][1] * sc);
-    if (row_b < Tn) *reinterpret_cast<uint32_t*>(dqp + (int64_t)row_b * D + c) = pack2<T>(dq[nt][2] * sc, dq[nt][3] * sc);
-  }
+  store_acc_rows<T>(dqp, D, row_a, row_b, Tn, dq, sc, sc, t);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -172,6 +172,43 @@ __global__ void tl_final_kernel(const float* partial, int64_t n, double inv_rows
   if (threadIdx.x == 0) *loss = static_cast<float>(red[0] * inv_rows);
 }
 
+// d loss / d (fq . fk) of one (row, key) pair of the causal set, before the 1 / (B H T) factor:
+// 1/Z_n - softmax weight / (fq . fk) (the second term only where fq . fk is counted, >= eps).
+__device__ __forceinline__ float pair_weight(float sd, float gd, float scale, float lse, float inv_z) {
+  float wv = inv_z;
+  if (gd >= kEps) wv -= __expf(sd * scale - lse) / gd;
+  return wv;
+}
+
+// acc[:] += sum_j w_j X[j][:] for the kC rows of X in shared memory, w_j held by lane j; the lane
+// owns columns lane + 32 c.
+__device__ __forceinline__ void add_weighted_rows(float (&acc)[kFC], float wv, const float* X, int ldx, int F, int lane) {
+  for (int j = 0; j < kC; ++j) {
+    const float wj = __shfl_sync(0xffffffffu, wv, j);
+#pragma unroll
+    for (int c = 0; c < kFC; ++c) {
+      const int e = lane + 32 * c;
+      if (e < F) acc[c] += wj * X[j * ldx + e];
+    }
+  }
+}
+
+// Rows row0 + 4w + r (r < 4, < Tn) of a [Tn, F] gradient: acc[r] scaled by cc.
+template <class T>
+__device__ __forceinline__ void store_grad_rows(T* dst, int row0, int w, int Tn, int F, const float (&acc)[4][kFC],
+                                                float cc, int lane) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int row = row0 + w * 4 + r;
+    if (row >= Tn) continue;
+#pragma unroll
+    for (int c = 0; c < kFC; ++c) {
+      const int e = lane + 32 * c;
+      if (e < F) stf(dst + (int64_t)row * F + e, acc[r][c] * cc);
+    }
+  }
+}
+
 // dfq: row tiles, lane <-> key.
 template <class T>
 __global__ void __launch_bounds__(kNT) tl_dfq_kernel(TP p) {
@@ -213,34 +250,13 @@ __global__ void __launch_bounds__(kNT) tl_dfq_kernel(TP p) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int rl = w * 4 + r, row = q0 + rl;
-      const float sd = sdv[r], gd = gdv[r];
-      float wv = 0.f;
-      if (key < Tn && key <= row && row < Tn) {
-        wv = IZ[r];
-        if (gd >= kEps) wv -= __expf(sd * p.scale - L[r]) / gd;
-      }
-      for (int j = 0; j < kC; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, wv, j);
-#pragma unroll
-        for (int c = 0; c < kFC; ++c) {
-          const int e = lane + 32 * c;
-          if (e < F) a[r][c] += wj * FKs[j * ldf_ + e];
-        }
-      }
+      const bool pair = key < Tn && key <= row && row < Tn;
+      const float wv = pair ? pair_weight(sdv[r], gdv[r], p.scale, L[r], IZ[r]) : 0.f;
+      add_weighted_rows(a[r], wv, FKs, ldf_, F, lane);
     }
   }
   const float cc = *p.dloss / (float)((double)p.B * p.H * Tn);
-  T* dfq = static_cast<T*>(p.dfq) + (int64_t)bh * Tn * F;
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int row = q0 + w * 4 + r;
-    if (row >= Tn) continue;
-#pragma unroll
-    for (int c = 0; c < kFC; ++c) {
-      const int e = lane + 32 * c;
-      if (e < F) stf(dfq + (int64_t)row * F + e, a[r][c] * cc);
-    }
-  }
+  store_grad_rows(static_cast<T*>(p.dfq) + (int64_t)bh * Tn * F, q0, w, Tn, F, a, cc, lane);
 }
 
 // dfk: key tiles (4 keys per warp), chunks of 32 rows n >= key (lane <-> row).
@@ -286,34 +302,13 @@ __global__ void __launch_bounds__(kNT) tl_dfk_kernel(TP p) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int kl = w * 4 + r, key = k0 + kl;
-      const float sd = sdv[r], gd = gdv[r];
-      float wv = 0.f;
-      if (key < Tn && row < Tn && key <= row) {
-        wv = IZs[lane];
-        if (gd >= kEps) wv -= __expf(sd * p.scale - Ls[lane]) / gd;
-      }
-      for (int j = 0; j < kC; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, wv, j);
-#pragma unroll
-        for (int c = 0; c < kFC; ++c) {
-          const int e = lane + 32 * c;
-          if (e < F) a[r][c] += wj * FQs[j * ldf_ + e];
-        }
-      }
+      const bool pair = key < Tn && row < Tn && key <= row;
+      const float wv = pair ? pair_weight(sdv[r], gdv[r], p.scale, Ls[lane], IZs[lane]) : 0.f;
+      add_weighted_rows(a[r], wv, FQs, ldf_, F, lane);
     }
   }
   const float cc = *p.dloss / (float)((double)p.B * p.H * Tn);
-  T* dfk = static_cast<T*>(p.dfk) + (int64_t)bh * Tn * F;
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int key = k0 + w * 4 + r;
-    if (key >= Tn) continue;
-#pragma unroll
-    for (int c = 0; c < kFC; ++c) {
-      const int e = lane + 32 * c;
-      if (e < F) stf(dfk + (int64_t)key * F + e, a[r][c] * cc);
-    }
-  }
+  store_grad_rows(static_cast<T*>(p.dfk) + (int64_t)bh * Tn * F, k0, w, Tn, F, a, cc, lane);
 }
 
 void validate(const TransferLossParams& p) {
