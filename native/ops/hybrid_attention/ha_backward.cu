@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "ops/hybrid_attention/ha_common.cuh"
+#include "ops/hybrid_attention/ha_generic_tiles.cuh"
 
 namespace ha {
 namespace cuda_detail {
@@ -86,16 +87,7 @@ __global__ void __launch_bounds__(kNT) bwd_win_q_kernel(KP p, BW w, T* dq, float
     const int nv = min(kKC, khi + 1 - kc);
     load_tile(Ks, ldd, k, p.d, kc, kKC, nv, 0, p.d);
     __syncthreads();
-    for (int idx = tid; idx < kR * kKC; idx += kNT) {
-      int r = idx / kKC, kk = idx % kKC, n = r0 + r, j = kc + kk;
-      float s = -INFINITY;
-      if (r < nr && kk < nv && j >= win_lo(p, n) && j <= win_hi(p, n)) {
-        float a = 0.f;
-        for (int e = 0; e < p.d; ++e) a += Qs[r * ldd + e] * Ks[kk * ldd + e];
-        s = a * p.scale;
-      }
-      Ps[idx] = s;
-    }
+    window_scores(Ps, p, Qs, ldd, Ks, ldd, r0, nr, kc, nv);
     __syncthreads();
     for (int r = warp; r < kR; r += kNT / 32) {
       float s = Ps[r * kKC + lane];
@@ -118,9 +110,7 @@ __global__ void __launch_bounds__(kNT) bwd_win_q_kernel(KP p, BW w, T* dq, float
       int r = idx / kKC, kk = idx % kKC, n = r0 + r, j = kc + kk;
       float ds = 0.f;
       if (r < nr && kk < nv && j >= win_lo(p, n) && j <= win_hi(p, n)) {
-        float a = 0.f, g = 0.f;
-        for (int e = 0; e < p.d; ++e) a += Qs[r * ldd + e] * Ks[kk * ldd + e];
-        for (int e = 0; e < p.dv; ++e) g += Gs[r * ldv + e] * Vs[kk * ldv + e];
+        const float a = dot_f32(Qs + r * ldd, Ks + kk * ldd, p.d), g = dot_f32(Gs + r * ldv, Vs + kk * ldv, p.dv);
         float e = expf(a * p.scale - rowm[r]);
         ds = w.wb[rb + r] * e * (g - w.D[rb + r]);
         Pd[idx] = e;
@@ -224,9 +214,7 @@ __global__ void __launch_bounds__(kNT) bwd_win_kv_kernel(KP p, BW w, float* dk, 
       int rr = idx / kR, kk = idx % kR, n = rc + rr, j = j0 + kk;
       float P = 0.f, ds = 0.f;
       if (rr < nv && kk < nk && j >= win_lo(p, n) && j <= win_hi(p, n)) {
-        float a = 0.f, g = 0.f;
-        for (int e = 0; e < p.d; ++e) a += Qs[rr * ldd + e] * Ks[kk * ldd + e];
-        for (int e = 0; e < p.dv; ++e) g += Gs[rr * ldv + e] * Vs[kk * ldv + e];
+        const float a = dot_f32(Qs + rr * ldd, Ks + kk * ldd, p.d), g = dot_f32(Gs + rr * ldv, Vs + kk * ldv, p.dv);
         P = w.wb[rb + n] * expf(a * p.scale - w.cmax[rb + n]);
         ds = P * (g - w.D[rb + n]) + (w.arg[rb + n] == j ? w.dc[rb + n] : 0.f);
       }
@@ -291,24 +279,16 @@ __global__ void __launch_bounds__(kNT) bwd_la_q_kernel(KP p, BW w, const float* 
   T* out = dfq + (int64_t)bh * p.T * p.F;
   const int64_t rb = (int64_t)bh * p.T;
   {
-    const int64_t per = (int64_t)p.F * p.dv + p.F;
-    const float* src = init + ((int64_t)bh * p.nseg + seg) * per;
-    for (int idx = tid; idx < p.dv * kSL; idx += kNT) {
-      int c = idx / kSL, f = idx % kSL;
-      St[c * lds + f] = f < nf ? src[(int64_t)(f0 + f) * p.dv + c] : 0.f;
-    }
-    for (int f = tid; f < kSL; f += kNT) zt[f] = f < nf ? src[(int64_t)p.F * p.dv + f0 + f] : 0.f;
+    const float* src = init + ((int64_t)bh * p.nseg + seg) * ((int64_t)p.F * p.dv + p.F);
+    load_state_slice(St, lds, p.dv, src, 1, p.dv, f0, nf, zt, kSL, src + (int64_t)p.F * p.dv, f0, nf);
   }
   const int rs = seg * p.Lseg, re = min(p.T, rs + p.Lseg);
   constexpr int RPT = kR * kSL / kNT;
   for (int r0 = rs; r0 < re; r0 += kR) {
     const int nr = min(kR, re - r0);
     __syncthreads();
-    for (int idx = tid; idx < kR * p.dv; idx += kNT) {
-      int r = idx / p.dv, c = idx % p.dv;
-      Gh[r * ldv + c] = r < nr ? w.wa[rb + r0 + r] * ldf(dy + (int64_t)(r0 + r) * p.dv + c) : 0.f;
-    }
-    if (tid < kR) { rho[tid] = tid < nr ? w.wa[rb + r0 + tid] * w.D[rb + r0 + tid] : 0.f; rgn[tid] = 0.f; }
+    load_scaled_dy(Gh, ldv, rho, kR, nr, dy, p.dv, w.wa, w.D, rb, r0);
+    if (tid < kR) rgn[tid] = 0.f;
     __syncthreads();
     float acc[RPT];
 #pragma unroll
@@ -328,10 +308,7 @@ __global__ void __launch_bounds__(kNT) bwd_la_q_kernel(KP p, BW w, const float* 
       for (int idx = tid; idx < kR * kKC; idx += kNT) {
         int r = idx / kKC, kk = idx % kKC, j = kc + kk;
         float a = 0.f;
-        if (r < nr && j < la_end(p, r0 + r)) {
-          for (int c = 0; c < p.dv; ++c) a += Gh[r * ldv + c] * Vs[kk * ldv + c];
-          a -= rho[r];
-        }
+        if (r < nr && j < la_end(p, r0 + r)) a = dot_f32(Gh + r * ldv, Vs + kk * ldv, p.dv) - rho[r];
         Ps[idx] = a;
       }
       __syncthreads();
@@ -370,17 +347,8 @@ __global__ void __launch_bounds__(kNT) bwd_la_q_kernel(KP p, BW w, const float* 
         load_tile(Vs, ldv, v, p.dv, kc, kKC, nv, 0, p.dv);
         load_tile(FK, lds, fk, p.F, kc, kKC, nv, f0, nf);
         __syncthreads();
-        for (int idx = tid; idx < p.dv * kSL; idx += kNT) {
-          int c = idx / kSL, f = idx % kSL;
-          float a = St[c * lds + f];
-          for (int kk = 0; kk < kKC; ++kk) a += FK[kk * lds + f] * Vs[kk * ldv + c];
-          St[c * lds + f] = a;
-        }
-        for (int f = tid; f < kSL; f += kNT) {
-          float a = zt[f];
-          for (int kk = 0; kk < kKC; ++kk) a += FK[kk * lds + f];
-          zt[f] = a;
-        }
+        add_rank_chunk(St, lds, p.dv, FK, lds, Vs, ldv);
+        add_col_sums(zt, kSL, FK, lds);
       }
     }
   }
@@ -411,23 +379,10 @@ __global__ void __launch_bounds__(kNT) bwd_la_inc2_kernel(KP p, BW w, float* buf
     __syncthreads();
     const int nv = min(kKC, nb - rc);
     load_tile(FQ, lds, fq, p.F, rc, kKC, nv, f0, nf);
-    for (int idx = tid; idx < kKC * p.dv; idx += kNT) {
-      int r = idx / p.dv, c = idx % p.dv;
-      Gh[r * ldv + c] = r < nv ? w.wa[rb + rc + r] * ldf(dy + (int64_t)(rc + r) * p.dv + c) : 0.f;
-    }
-    if (tid < kKC) rho[tid] = tid < nv ? w.wa[rb + rc + tid] * w.D[rb + rc + tid] : 0.f;
+    load_scaled_dy(Gh, ldv, rho, kKC, nv, dy, p.dv, w.wa, w.D, rb, rc);
     __syncthreads();
-    for (int idx = tid; idx < p.dv * kSL; idx += kNT) {
-      int c = idx / kSL, f = idx % kSL;
-      float a = Rt[c * lds + f];
-      for (int rr = 0; rr < kKC; ++rr) a += FQ[rr * lds + f] * Gh[rr * ldv + c];
-      Rt[c * lds + f] = a;
-    }
-    for (int f = tid; f < kSL; f += kNT) {
-      float a = rz[f];
-      for (int rr = 0; rr < kKC; ++rr) a += FQ[rr * lds + f] * rho[rr];
-      rz[f] = a;
-    }
+    add_rank_chunk(Rt, lds, p.dv, FQ, lds, Gh, ldv);
+    add_col_sums(rz, kSL, FQ, lds, rho);
   }
   __syncthreads();
   const int64_t per = (int64_t)p.F * p.dv + p.F;
@@ -465,24 +420,15 @@ __global__ void __launch_bounds__(kNT) bwd_la_k_kernel(KP p, BW w, const float* 
   const int64_t rb = (int64_t)bh * p.T;
   const int64_t kvb = ((int64_t)b * p.Hkv + hk) * p.T;
   {
-    const int64_t per = (int64_t)p.F * p.dv + p.F;
-    const float* src = init + ((int64_t)bh * p.nseg + seg) * per;
-    for (int idx = tid; idx < p.dv * kSL; idx += kNT) {
-      int c = idx / kSL, f = idx % kSL;
-      Rt[c * lds + f] = f < nf ? src[(int64_t)(f0 + f) * p.dv + c] : 0.f;
-    }
-    for (int f = tid; f < kSL; f += kNT) rz[f] = f < nf ? src[(int64_t)p.F * p.dv + f0 + f] : 0.f;
+    const float* src = init + ((int64_t)bh * p.nseg + seg) * ((int64_t)p.F * p.dv + p.F);
+    load_state_slice(Rt, lds, p.dv, src, 1, p.dv, f0, nf, rz, kSL, src + (int64_t)p.F * p.dv, f0, nf);
   }
   const int ks = seg * p.Lseg, ke = min(p.T, ks + p.Lseg);
   const int ntile = (ke - ks + kR - 1) / kR;
   constexpr int RPT = kR * kSL / kNT;
   auto load_rows = [&](int rc, int nv) {
     load_tile(FQ, lds, fq, p.F, rc, kKC, nv, f0, nf, kSL);
-    for (int idx = tid; idx < kKC * p.dv; idx += kNT) {
-      int r = idx / p.dv, c = idx % p.dv;
-      Gh[r * ldv + c] = r < nv ? w.wa[rb + rc + r] * ldf(dy + (int64_t)(rc + r) * p.dv + c) : 0.f;
-    }
-    if (tid < kKC) rho[tid] = tid < nv ? w.wa[rb + rc + tid] * w.D[rb + rc + tid] : 0.f;
+    load_scaled_dy(Gh, ldv, rho, kKC, nv, dy, p.dv, w.wa, w.D, rb, rc);
   };
   for (int t = ntile - 1; t >= 0; --t) {
     const int j0 = ks + t * kR, nk = min(kR, ke - j0);
@@ -520,9 +466,8 @@ __global__ void __launch_bounds__(kNT) bwd_la_k_kernel(KP p, BW w, const float* 
         int rr = idx / kR, kk = idx % kR, j = j0 + kk;
         float u = 0.f, a = 0.f;
         if (rr < nv && kk < nk && la_end(p, rc + rr) > j) {
-          for (int c = 0; c < p.dv; ++c) u += Gh[rr * ldv + c] * Vt[kk * ldv + c];
-          u -= rho[rr];
-          for (int f = 0; f < kSL; ++f) a += FQ[rr * lds + f] * FKt[kk * lds + f];
+          u = dot_f32(Gh + rr * ldv, Vt + kk * ldv, p.dv) - rho[rr];
+          a = dot_f32(FQ + rr * lds, FKt + kk * lds, kSL);
         }
         Um[idx] = u;
         Am[idx] = a;
@@ -567,17 +512,8 @@ __global__ void __launch_bounds__(kNT) bwd_la_k_kernel(KP p, BW w, const float* 
         const int nv = min(kKC, ub - rc);
         load_rows(rc, nv);
         __syncthreads();
-        for (int idx = tid; idx < p.dv * kSL; idx += kNT) {
-          int c = idx / kSL, f = idx % kSL;
-          float a = Rt[c * lds + f];
-          for (int rr = 0; rr < kKC; ++rr) a += FQ[rr * lds + f] * Gh[rr * ldv + c];
-          Rt[c * lds + f] = a;
-        }
-        for (int f = tid; f < kSL; f += kNT) {
-          float a = rz[f];
-          for (int rr = 0; rr < kKC; ++rr) a += FQ[rr * lds + f] * rho[rr];
-          rz[f] = a;
-        }
+        add_rank_chunk(Rt, lds, p.dv, FQ, lds, Gh, ldv);
+        add_col_sums(rz, kSL, FQ, lds, rho);
       }
     }
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ops/hybrid_attention/ha_common.cuh"
+#include "ops/hybrid_attention/ha_generic_tiles.cuh"
 
 namespace ha {
 namespace cuda_detail {
@@ -46,11 +47,7 @@ __global__ void __launch_bounds__(kNT) fwd_generic_kernel(KP p, const float* ini
   if (la) {
     const int64_t per = (int64_t)p.F * p.dv + p.F;
     const float* src = init + ((int64_t)bh * p.nseg + seg) * per;
-    for (int idx = tid; idx < p.F * kSL; idx += kNT) {
-      int f = idx / kSL, c = idx % kSL;
-      St[idx] = c < ncol ? src[(int64_t)f * p.dv + c0 + c] : 0.f;
-    }
-    for (int f = tid; f < p.F; f += kNT) zt[f] = src[(int64_t)p.F * p.dv + f];
+    load_state_slice(St, kSL, p.F, src, p.dv, 1, c0, ncol, zt, p.F, src + (int64_t)p.F * p.dv, 0, p.F);
   }
   const int rs = seg * p.Lseg, re = min(p.T, rs + p.Lseg);
   for (int r0 = rs; r0 < re; r0 += kR) {
@@ -69,16 +66,7 @@ __global__ void __launch_bounds__(kNT) fwd_generic_kernel(KP p, const float* ini
         load_tile(KB, ldk, k, p.d, kc, kKC, nv, 0, p.d);
         load_tile(Vs, ldv, v, p.dv, kc, kKC, nv, c0, ncol);
         __syncthreads();
-        for (int idx = tid; idx < kR * kKC; idx += kNT) {
-          int r = idx / kKC, kk = idx % kKC, n = r0 + r, j = kc + kk;
-          float s = -INFINITY;
-          if (r < nr && kk < nv && j >= win_lo(p, n) && j <= win_hi(p, n)) {
-            float a = 0.f;
-            for (int e = 0; e < p.d; ++e) a += Qs[r * ldd + e] * KB[kk * ldk + e];
-            s = a * p.scale;
-          }
-          Ps[idx] = s;
-        }
+        window_scores(Ps, p, Qs, ldd, KB, ldk, r0, nr, kc, nv);
         __syncthreads();
         for (int r = warp; r < kR; r += kNT / 32) {
           float s = Ps[r * kKC + lane];
@@ -134,8 +122,7 @@ __global__ void __launch_bounds__(kNT) fwd_generic_kernel(KP p, const float* ini
         for (int idx = tid; idx < kR * kKC; idx += kNT) {
           int r = idx / kKC, kk = idx % kKC, j = kc + kk;
           float a = 0.f;
-          if (r < nr && j < la_end(p, r0 + r))
-            for (int f = 0; f < p.F; ++f) a += FQs[r * ldf_ + f] * KB[kk * ldk + f];
+          if (r < nr && j < la_end(p, r0 + r)) a = dot_f32(FQs + r * ldf_, KB + kk * ldk, p.F);
           Ps[idx] = a;
         }
         __syncthreads();
@@ -160,17 +147,8 @@ __global__ void __launch_bounds__(kNT) fwd_generic_kernel(KP p, const float* ini
           load_tile(KB, ldk, fk, p.F, kc, kKC, nv, 0, p.F);
           load_tile(Vs, ldv, v, p.dv, kc, kKC, nv, c0, ncol);
           __syncthreads();
-          for (int idx = tid; idx < p.F * kSL; idx += kNT) {
-            int f = idx / kSL, c = idx % kSL;
-            float a = St[idx];
-            for (int kk = 0; kk < kKC; ++kk) a += KB[kk * ldk + f] * Vs[kk * ldv + c];
-            St[idx] = a;
-          }
-          for (int f = tid; f < p.F; f += kNT) {
-            float a = zt[f];
-            for (int kk = 0; kk < kKC; ++kk) a += KB[kk * ldk + f];
-            zt[f] = a;
-          }
+          add_rank_chunk(St, kSL, p.F, Vs, ldv, KB, ldk);
+          add_col_sums(zt, p.F, KB, ldk);
         }
       }
     }

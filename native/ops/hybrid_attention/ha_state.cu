@@ -2,6 +2,7 @@
 // exclusive prefix (or suffix) over segments, so that every segment of the output pass starts from
 // its own state and small B*H still fills the GPU (sequence parallelism).
 #include "ops/hybrid_attention/ha_common.cuh"
+#include "ops/hybrid_attention/ha_generic_tiles.cuh"
 
 namespace ha {
 namespace cuda_detail {
@@ -28,19 +29,8 @@ __global__ void __launch_bounds__(kNT) la_state_inc_kernel(KP p, float* buf) {
     load_tile(FK, ldf_, fk, p.F, kc, kKC, nv, 0, p.F);
     load_tile(V, ldv, v, p.dv, kc, kKC, nv, c0, ncol);
     __syncthreads();
-    for (int idx = threadIdx.x; idx < p.F * kSL; idx += blockDim.x) {
-      int f = idx / kSL, c = idx % kSL;
-      float a = St[idx];
-#pragma unroll 8
-      for (int kk = 0; kk < kKC; ++kk) a += FK[kk * ldf_ + f] * V[kk * ldv + c];
-      St[idx] = a;
-    }
-    if (blockIdx.z == 0)
-      for (int f = threadIdx.x; f < p.F; f += blockDim.x) {
-        float a = zt[f];
-        for (int kk = 0; kk < kKC; ++kk) a += FK[kk * ldf_ + f];
-        zt[f] = a;
-      }
+    add_rank_chunk(St, kSL, p.F, V, ldv, FK, ldf_);
+    if (blockIdx.z == 0) add_col_sums(zt, p.F, FK, ldf_);
   }
   __syncthreads();
   const int64_t per = (int64_t)p.F * p.dv + p.F;
