@@ -4,13 +4,13 @@
  */
 import { accumDType, DTYPE_CODE } from '../dtype.js';
 import { DEVICE_CODE } from '../device.js';
-import { InvalidArgumentError, callNative } from '../errors.js';
+import { callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 import {
-  expectBackendDType,
   expectChoice,
   expectInteger,
+  expectQueryKey,
   expectShape,
   expectTensor,
   gammaArg,
@@ -109,15 +109,7 @@ interface Prepared {
 function prepare(inputs: HybridAttentionInputs, options: HybridAttentionOptions): Prepared {
   if (inputs === null || typeof inputs !== 'object') throw new TypeError('inputs must be an object');
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-  const q = expectTensor(inputs.q, 'q', { rank: 4 });
-  const { dtype, device } = q;
-  expectBackendDType(dtype, device, 'q');
-  const [B, H, T, d] = q.shape as [number, number, number, number];
-  const k = expectTensor(inputs.k, 'k', { rank: 4, dtype, device });
-  const Hkv = k.shape[1]!;
-  expectShape(k, 'k', [B, null, T, d], 'batch, sequence and head dim must match q');
-  if (Hkv < 1 || H % Hkv !== 0)
-    throw new InvalidArgumentError(`k has ${Hkv} kv heads; q's ${H} heads must be a multiple of them`, 'k');
+  const { q, k, dtype, device, B, H, Hkv, T, d } = expectQueryKey(inputs.q, inputs.k);
   const v = expectTensor(inputs.v, 'v', { rank: 4, dtype, device });
   expectShape(v, 'v', [B, Hkv, T, null], 'v must match k in batch, kv heads and sequence');
   const dv = v.shape[3]!;

@@ -4,7 +4,7 @@ import { DEVICE_CODE } from '../device.js';
 import { InvalidArgumentError, callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { expectBackendDType, expectShape, expectTensor, resolveScale } from './validate.js';
+import { expectQueryKey, expectShape, expectTensor, resolveScale } from './validate.js';
 
 export interface SoftmaxAttentionInputs {
   q: Tensor; // [B, H, T, d]
@@ -26,14 +26,7 @@ export interface SoftmaxAttentionSaved {
 }
 
 function prepare(inputs: SoftmaxAttentionInputs, options: SoftmaxAttentionOptions) {
-  const q = expectTensor(inputs.q, 'q', { rank: 4 });
-  const { dtype, device } = q;
-  expectBackendDType(dtype, device, 'q');
-  const [B, H, T, d] = q.shape as [number, number, number, number];
-  const k = expectTensor(inputs.k, 'k', { rank: 4, dtype, device });
-  expectShape(k, 'k', [B, null, T, d]);
-  const Hkv = k.shape[1]!;
-  if (H % Hkv !== 0) throw new InvalidArgumentError(`k has ${Hkv} kv heads; q's ${H} heads must be a multiple of them`, 'k');
+  const { q, k, dtype, device, B, H, Hkv, T, d } = expectQueryKey(inputs.q, inputs.k);
   const v = expectTensor(inputs.v, 'v', { rank: 4, dtype, device });
   expectShape(v, 'v', [B, Hkv, T, null]);
   const scale = resolveScale(options.scale, d);

@@ -5,10 +5,10 @@
  */
 import { accumDType, DTYPE_CODE } from '../dtype.js';
 import { DEVICE_CODE } from '../device.js';
-import { InvalidArgumentError, callNative } from '../errors.js';
+import { callNative } from '../errors.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { expectBackendDType, expectShape, expectTensor, resolveScale } from './validate.js';
+import { expectQueryKey, expectShape, expectTensor, resolveScale } from './validate.js';
 
 export interface TransferLossInputs {
   /** Teacher queries [B, H, T, d] and keys [B, Hkv, T, d] (after RoPE). */
@@ -25,14 +25,7 @@ export interface TransferLossSaved {
 }
 
 function prepare(inputs: TransferLossInputs, scaleOption?: number) {
-  const q = expectTensor(inputs.q, 'q', { rank: 4 });
-  const { dtype, device } = q;
-  expectBackendDType(dtype, device, 'q');
-  const [B, H, T, d] = q.shape as [number, number, number, number];
-  const k = expectTensor(inputs.k, 'k', { rank: 4, dtype, device });
-  expectShape(k, 'k', [B, null, T, d]);
-  const Hkv = k.shape[1]!;
-  if (H % Hkv !== 0) throw new InvalidArgumentError(`k has ${Hkv} kv heads; q's ${H} heads must be a multiple of them`, 'k');
+  const { q, k, dtype, device, B, H, Hkv, T, d } = expectQueryKey(inputs.q, inputs.k);
   const fq = expectTensor(inputs.fq, 'fq', { rank: 4, dtype, device });
   expectShape(fq, 'fq', [B, H, T, null]);
   const fk = expectTensor(inputs.fk, 'fk', { rank: 4, dtype, device });

@@ -64,6 +64,23 @@ export function expectBackendDType(dtype: DType, device: Device, name: string): 
 }
 
 /**
+ * The query and key of an attention op: q [B, H, T, d] on a backend dtype, k [B, Hkv, T, d] of the
+ * same dtype and device with H a multiple of Hkv (GQA).
+ */
+export function expectQueryKey(qValue: unknown, kValue: unknown) {
+  const q = expectTensor(qValue, 'q', { rank: 4 });
+  const { dtype, device } = q;
+  expectBackendDType(dtype, device, 'q');
+  const [B, H, T, d] = q.shape as [number, number, number, number];
+  const k = expectTensor(kValue, 'k', { rank: 4, dtype, device });
+  expectShape(k, 'k', [B, null, T, d], 'batch, sequence and head dim must match q');
+  const Hkv = k.shape[1]!;
+  if (Hkv < 1 || H % Hkv !== 0)
+    throw new InvalidArgumentError(`k has ${Hkv} kv heads; q's ${H} heads must be a multiple of them`, 'k');
+  return { q, k, dtype, device, B, H, Hkv, T, d };
+}
+
+/**
  * A per-head (or per-(batch, head)) parameter given either as a tensor of the accumulator dtype
  * or as host numbers, which are checked by `check` and uploaded (the caller owns the upload).
  */
