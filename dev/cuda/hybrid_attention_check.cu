@@ -13,7 +13,9 @@
 //        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
 //        --no-bwd-time: skip backward timing. Build with -DHA_FAST_TIMING for a per-kernel breakdown
-//        of the fast forward and a sweep of its state-segment setting.
+//        of the fast forward and a sweep of its state-segment setting, and of the fast backward with
+//        and without its bulk state stores and staged output stores (--bwd-bulk 0|1 and
+//        --bwd-stage-out 0|1 pick what the sweeps use; default 1).
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -517,7 +519,7 @@ static void fast_sweep(std::mt19937_64& rng) {
 // ---------------- timing ----------------
 static bool g_time_generic = false, g_no_bwd_time = false;
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult; } }
 #endif
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
@@ -577,9 +579,24 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
 #ifdef HA_FAST_TIMING
   if (!g_no_bwd_time) {
-    cuda_detail::g_fast_timing = 1;
-    hybrid_attention_backward_cuda(gp, st);
-    cuda_detail::g_fast_timing = 0;
+    // backward with the old per-lane state stores / fragment output stores and another segment
+    // count, then the defaults; each with its per-kernel breakdown
+    const int db = cuda_detail::g_bwd_bulk, dso = cuda_detail::g_bwd_stage_out, dm = cuda_detail::g_bwd_seg_mult;
+    const int cfg[4][3] = {{0, 0, dm}, {1, 0, dm}, {1, 1, 4}, {db, dso, dm}};
+    for (auto& c3 : cfg) {
+      cuda_detail::g_bwd_bulk = c3[0];
+      cuda_detail::g_bwd_stage_out = c3[1];
+      cuda_detail::g_bwd_seg_mult = c3[2];
+      const float t = bench([&] { hybrid_attention_backward_cuda(gp, st); });
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d\n", dtype_name(dt), mode_name(mode), B, H,
+             T, w, t, c3[0], c3[1], c3[2]);
+      cuda_detail::g_fast_timing = 1;
+      hybrid_attention_backward_cuda(gp, st);
+      cuda_detail::g_fast_timing = 0;
+    }
+    cuda_detail::g_bwd_bulk = db;
+    cuda_detail::g_bwd_stage_out = dso;
+    cuda_detail::g_bwd_seg_mult = dm;
   }
 #endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)
@@ -607,6 +624,10 @@ int main(int argc, char** argv) {
     else if (a == "--fast-small") fast = fastonly = g_fast_small = true;
     else if (a == "--time-generic") g_time_generic = true;
     else if (a == "--no-bwd-time") g_no_bwd_time = true;
+#ifdef HA_FAST_TIMING
+    else if (a == "--bwd-bulk" && i + 1 < argc) cuda_detail::g_bwd_bulk = atoi(argv[++i]);
+    else if (a == "--bwd-stage-out" && i + 1 < argc) cuda_detail::g_bwd_stage_out = atoi(argv[++i]);
+#endif
     else if (a == "--fixtures" && i + 1 < argc) fxdir = argv[++i];
   }
   int ndev = 0;

@@ -10,13 +10,17 @@
 //           (Rr_c = sum over rows of chunks >= c+2 of fq (wa dy)^T, rz_c = sum fq wa D);
 //   dgamma: dL/dgw_n = (den_la dy.U - gl A dy.N) / den^2, free of D (16-bit y), as the generic path.
 // Kernels, in stream order:
-//   1. forward states R_c (the forward's state pass, launch_fast_states);
+//   0. (LA modes, >= 3 chunks) per-row prep for the reverse walk: wa = lambda / den and wa D;
+//   1. both LA state walks in one launch (fast_bwd_walk_kernel): the forward states R_c (the
+//      forward's state pass) and the reverse states Rr_c, rz_c (a chunk walk from the end);
+//      sequence-parallel like the forward's (segment sums + one scan first where B*H is small);
+//      bf16 states leave shared memory as one bulk copy each;
 //   2. row kernel, one CTA per (row chunk c, b*h): recomputes S (row max, first arg-max), dP, A over
 //      the 128 keys of chunks c-1, c; writes dq, dfq, per-row {c, dc, D, argmax} and dgamma;
-//   3. reverse states Rr_c, rz_c: a chunk walk from the end (sequence-parallel like the forward's);
-//   4. key kernel, one CTA per (key chunk c, b*h): recomputes S^T, dP^T, A^T against the 128 rows
+//   3. key kernel, one CTA per (key chunk c, b*h): recomputes S^T, dP^T, A^T against the 128 rows
 //      of chunks c, c+1; writes dk, dv (summed over GQA heads through fp32 atomics when H > Hkv)
 //      and dfk.
+// H200, bf16, B=4 H=32 T=2048 d=F=128 w=64: prep 0.05 ms, walks 0.15 ms, row 0.48 ms, key 0.45 ms.
 // Nothing T x T is stored; all states are accumulated in fp32 and stored in bf16 like the forward's
 // (f16 inputs: bf16 hi + lo parts, see state_parts).
 #include <algorithm>
@@ -57,6 +61,31 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x;
 }
 
+// A warp's 16 x D tile of fp32 C fragments (rows r0 + [0, 16) of dst, times sc) stored as T through
+// the warp's own shared rows stg (stride D + 8): 16-byte row stores instead of 4-byte fragment
+// stores that touch 8 rows per instruction (H200, B=4 T=2048: key kernel 0.51 -> 0.45 ms, row
+// kernel 0.50 -> 0.48 ms for dfq alone). Rows >= T_ are skipped. The warp must be done with stg.
+template <class T, int D>
+__device__ __forceinline__ void warp_store_tile(T* dst, int r0, int T_, T* stg, const float (&o)[D / 8][4], float sc,
+                                                int lane) {
+  constexpr int LDS = D + 8, CPR = D / 8;
+  const int g = lane >> 2, t = lane & 3;
+  __syncwarp();
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt) {
+    const int col = nt * 8 + 2 * t;
+    *reinterpret_cast<uint32_t*>(stg + g * LDS + col) = pack2<T>(o[nt][0] * sc, o[nt][1] * sc);
+    *reinterpret_cast<uint32_t*>(stg + (g + 8) * LDS + col) = pack2<T>(o[nt][2] * sc, o[nt][3] * sc);
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = lane; i < 16 * CPR; i += 32) {
+    const int r = i / CPR, cc = i - r * CPR, n = r0 + r;
+    if (n < T_) *reinterpret_cast<uint4*>(dst + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(stg + r * LDS + cc * 8);
+  }
+  __syncwarp();
+}
+
 // ------------------------------------------------------------------------------------------
 // Row kernel. grid (nch, B*H), 128 threads; warp w owns rows 64c + 16w + [0, 16).
 // Shared memory: B0 = Q, later FQ (64 rows); B1 = dY (64 rows); B2 = K, later FK (128 keys);
@@ -65,7 +94,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_bfloat16* __restrict__ rec,
                                                               const __nv_bfloat16* __restrict__ rec_lo,
                                                               float4* __restrict__ rowinfo, T* __restrict__ dqp,
-                                                              T* __restrict__ dfqp, float* __restrict__ dgamma) {
+                                                              T* __restrict__ dfqp, float* __restrict__ dgamma, int so) {
   constexpr int LDS = D + 8, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* B0 = reinterpret_cast<T*>(smraw);
@@ -124,13 +153,9 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
   const float wa_a = la && den_a > 0.f ? gl / den_a : 0.f, wa_b = la && den_b > 0.f ? gl / den_b : 0.f;
   const float wb_a = win && den_a > 0.f ? gw / den_a : 0.f, wb_b = win && den_b > 0.f ? gw / den_b : 0.f;
 
-  cp_wait<0>();
-  __syncthreads();
-
-  // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path)
+  // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path), from global memory while G0 is in flight
   float Da = 0.f, Db = 0.f;
   if (any) {
-    const T* Gw = B1 + warp * 16 * LDS;
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       const int n = row0 + warp * 16 + r;
@@ -139,7 +164,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
 #pragma unroll
         for (int cc = lane; cc < D / 2; cc += 32) {
           const float2 yf = unpack2<T>(*reinterpret_cast<const uint32_t*>(y + (int64_t)n * D + 2 * cc));
-          const float2 gf = unpack2<T>(*reinterpret_cast<const uint32_t*>(Gw + r * LDS + 2 * cc));
+          const float2 gf = unpack2<T>(*reinterpret_cast<const uint32_t*>(dy + (int64_t)n * D + 2 * cc));
           s += yf.x * gf.x + yf.y * gf.y;
         }
       }
@@ -148,6 +173,9 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
       if (r == g + 8) Db = s;
     }
   }
+
+  cp_wait<0>();
+  __syncthreads();
 
   // ---- 1. S = Q K^T, window mask, row max and first arg-max, E = exp(S - c)
   float pc[NT][4];
@@ -462,11 +490,15 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
         }
       }
     }
+    if (so) {  // staged through this warp's own FQ rows (read for the last time above)
+      warp_store_tile<T, D>(dfq, row0 + warp * 16, T_, B0 + warp * 16 * LDS, f, 1.f, lane);
+    } else {
 #pragma unroll
-    for (int nt = 0; nt < ND; ++nt) {
-      const int col = nt * 8 + 2 * t;
-      if (va) *reinterpret_cast<uint32_t*>(dfq + (int64_t)na * D + col) = pack2<T>(f[nt][0], f[nt][1]);
-      if (vb) *reinterpret_cast<uint32_t*>(dfq + (int64_t)nb * D + col) = pack2<T>(f[nt][2], f[nt][3]);
+      for (int nt = 0; nt < ND; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        if (va) *reinterpret_cast<uint32_t*>(dfq + (int64_t)na * D + col) = pack2<T>(f[nt][0], f[nt][1]);
+        if (vb) *reinterpret_cast<uint32_t*>(dfq + (int64_t)nb * D + col) = pack2<T>(f[nt][2], f[nt][3]);
+      }
     }
   }
   gN_a = quad_sum(gN_a);
@@ -491,77 +523,163 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
 }
 
 // ------------------------------------------------------------------------------------------
-// Reverse state pass (mirror of the forward's fast_state_kernel). List index i in [0, M), M = nch-1,
-// walks chunk m = nch-1-i; before adding chunk m the state is Rr_{m-1} = sum over rows of chunks
-// >= m+1 of fq (wa dy)^T (and rz = sum fq wa D), written for m-1 <= nch-3. grid (segments, B*H),
-// D/16 warps; warp w owns state rows f in [16w, 16w + 16). The B operand is dY scaled by wa in shared
-// memory, with wa D split into bf16-exact hi/lo in columns D, D+1 (rz comes out of the mma in fp32).
-template <class T, int D, bool SUM>
-__global__ void __launch_bounds__(2 * D) fast_rev_state_kernel(KP p, int M, int G, int nseg,
-                                                              const float4* __restrict__ rowinfo, float* part,
-                                                              __nv_bfloat16* rec, __nv_bfloat16* rec_lo, float* rzb) {
-  constexpr int LDS = D + 8, ND = D / 8, CPR = D / 8;
+// Reverse-walk inputs per row n of a [B*H][Tp] layout (Tp = 64 * chunks; zero for n >= T):
+// wa_n = lambda / den_n and the z column of the reverse state's mma, 16-bit [hi, lo, 0 x 6] of
+// wa_n D_n with D_n = dy_n . y_n (16-bit y, as the row kernel). grid (Tp / 32, B*H), 256 threads,
+// 8 per row. Lets the reverse walk run before the row kernel and keeps its steps free of row math.
+template <class T, int D>
+__global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float* __restrict__ wab, T* __restrict__ zcb) {
+  const int bh = blockIdx.y, n = blockIdx.x * 32 + (threadIdx.x >> 3), l8 = threadIdx.x & 7;
+  const float gl = coef_la(p, bh % p.H);
+  const int64_t rb = (int64_t)bh * p.T;
+  float acc = 0.f, den = 0.f;
+  if (n < p.T) {
+    const T* yr = (const T*)p.y + (rb + n) * D;
+    const T* gr = (const T*)p.dy + (rb + n) * D;
+#pragma unroll
+    for (int e = l8 * 8; e < D; e += 64) {
+      const uint4 ya = *reinterpret_cast<const uint4*>(yr + e), ga = *reinterpret_cast<const uint4*>(gr + e);
+      const uint32_t* yw = reinterpret_cast<const uint32_t*>(&ya);
+      const uint32_t* gw = reinterpret_cast<const uint32_t*>(&ga);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float2 yf = unpack2<T>(yw[q]), gf = unpack2<T>(gw[q]);
+        acc += yf.x * gf.x + yf.y * gf.y;
+      }
+    }
+    den = p.den_swa[rb + n] + p.den_la[rb + n];
+  }
+  acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+  if (l8 == 0) {
+    const float wa = den > 0.f ? gl / den : 0.f;
+    const float zv = wa * acc;
+    const float z1 = unpack2<T>(pack2<T>(zv, 0.f)).x;
+    const int64_t o = (int64_t)bh * Tp + n;
+    wab[o] = wa;
+    *reinterpret_cast<uint4*>(zcb + o * 8) = make_uint4(pack2<T>(z1, zv - z1), 0u, 0u, 0u);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Both inter-chunk LA state walks in one launch; blockIdx.z = 0: reverse walk, 1: forward walk.
+// List index i in [0, M), M = nch - 1; segment s walks i in [sG, min(M, (s+1)G)).
+//   forward: chunk m = i; before adding it the state is R_{m+1} = sum over keys of chunks <= m-1 of
+//     fk v^T, z = sum fk (z column of ones), stored bf16 with z hi/lo in columns D, D+1 (the
+//     forward's format, read by the row kernel);
+//   reverse: chunk m = nch-1-i; before adding it the state is Rr_{m-1} = sum over rows of chunks
+//     >= m+1 of fq (wa dy)^T, rz = sum fq wa D (fp32, rzb), read by the key kernel.
+// Both store the state for i >= 1 and skip the last add (nobody reads its result). D/16 warps; warp
+// w owns state rows f in [16w, 16w + 16) in fp32 registers. Reverse: the A fragments (fq) are scaled
+// by wa_n in registers; the z column (from fast_bwd_prep_kernel) holds wa_n D_n as exact 16-bit
+// hi + lo against the unscaled fq, so rz keeps ~fp32 accuracy.
+// NS stages keep NS - 1 chunks of loads in flight. BULK: bf16 states are written into shared memory
+// and leave as one bulk copy each (sm_90; see kBulk).
+// SUM: the segment's sum (fp32, [f*D + col] then z[f]) into part[z][bh][s] for s < nseg-1;
+// !SUM: start from part[z][bh][s] (exclusive prefix over segments; zero for s = 0). f16 inputs: the
+// states also go as bf16 residuals (rec_lo / rrec_lo, see state_parts).
+template <class T, int D>
+constexpr size_t walk_smem(int ns, bool bulk) {
+  // stages, then (bf16 walks that store states through bulk copies) the staging copy of one state
+  return (size_t)ns * (sizeof(T) * (2 * kC * (D + 8) + kC * 8) + sizeof(float) * kC) +
+         (bulk && state_parts<T>() == 1 ? sizeof(__nv_bfloat16) * D * (D + 8) : 0);
+}
+template <class T, int D, bool SUM, int NS, bool BULK>
+__global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, int G, int nseg, int Tp, float* part,
+                                                                const float* __restrict__ wab, const T* __restrict__ zcb,
+                                                                __nv_bfloat16* rec, __nv_bfloat16* rec_lo,
+                                                                __nv_bfloat16* rrec, __nv_bfloat16* rrec_lo,
+                                                                float* rzb) {
+  constexpr int LDS = D + 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smraw[];
-  T* FQs = reinterpret_cast<T*>(smraw);  // 2 stages x kC x LDS
-  T* Gs = FQs + 2 * kC * LDS;            // 2 stages x kC x LDS
+  T* As = reinterpret_cast<T*>(smraw);                     // NS stages x kC x LDS: fq (rev) / fk (fwd)
+  T* Bs = As + NS * kC * LDS;                              // NS stages: dy (rev) / v (fwd)
+  T* Zs = Bs + NS * kC * LDS;                              // NS stages x kC x 8: z column
+  float* Ws = reinterpret_cast<float*>(Zs + NS * kC * 8);  // NS stages x kC: wa (rev)
+  // bf16 states leave through shared memory as one 35 KB bulk copy each (sm_90): stored from the C
+  // fragments (4 bytes per lane, 8 rows per instruction) they made the walks store-bound (H200,
+  // B=4 T=2048: both walks 0.40 ms with fragment stores, 0.15 ms with bulk copies)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool kBulk = BULK && !SUM && state_parts<T>() == 1;
+#else
+  constexpr bool kBulk = false;
+#endif
+  __nv_bfloat16* Ss = reinterpret_cast<__nv_bfloat16*>(Ws + NS * kC);  // D x LDS (kBulk)
+  const bool rev = blockIdx.z == 0;
   const int s = blockIdx.x, bh = blockIdx.y;
-  const int h = bh % p.H;
+  const int b = bh / p.H, h = bh % p.H, hk = h / p.group;
   const int T_ = p.T;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int nch = (T_ + kC - 1) / kC;
   const int i0 = s * G, i1 = min(M, i0 + G);
-  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
-  const T* dy = (const T*)p.dy + (int64_t)bh * T_ * D;
   const int64_t rb = (int64_t)bh * T_;
-  const float gl = coef_la(p, h);
+  const T* asrc = rev ? (const T*)p.fq + rb * D : (const T*)p.fk + rb * D;
+  const T* bsrc = rev ? (const T*)p.dy + rb * D : (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
   const int64_t per = (int64_t)D * D + D;
   const int f0 = warp * 16 + g;
+  float* mypart = part + ((int64_t)(blockIdx.z * gridDim.y + bh) * nseg + s) * per;
 
+  if (!rev)  // forward: z column of ones (the reverse one is loaded with each chunk)
+    for (int idx = tid; idx < NS * kC * 8; idx += blockDim.x) Zs[idx] = (idx & 7) == 0 ? (T)1.f : (T)0.f;
   float u[ND + 1][4];
 #pragma unroll
   for (int i = 0; i <= ND; ++i) u[i][0] = u[i][1] = u[i][2] = u[i][3] = 0.f;
   if (!SUM && s > 0) {
-    const float* src = part + ((int64_t)bh * nseg + s) * per;
 #pragma unroll
     for (int nt = 0; nt < ND; ++nt) {
       const int col = nt * 8 + 2 * t;
-      u[nt][0] = src[(int64_t)f0 * D + col];
-      u[nt][1] = src[(int64_t)f0 * D + col + 1];
-      u[nt][2] = src[(int64_t)(f0 + 8) * D + col];
-      u[nt][3] = src[(int64_t)(f0 + 8) * D + col + 1];
+      u[nt][0] = mypart[(int64_t)f0 * D + col];
+      u[nt][1] = mypart[(int64_t)f0 * D + col + 1];
+      u[nt][2] = mypart[(int64_t)(f0 + 8) * D + col];
+      u[nt][3] = mypart[(int64_t)(f0 + 8) * D + col + 1];
     }
     if (t == 0) {
-      u[ND][0] = src[(int64_t)D * D + f0];
-      u[ND][2] = src[(int64_t)D * D + f0 + 8];
+      u[ND][0] = mypart[(int64_t)D * D + f0];
+      u[ND][2] = mypart[(int64_t)D * D + f0 + 8];
     }
   }
-  if (i0 < i1) {
-    load_rows<T, D>(FQs, fq, (nch - 1 - i0) * kC, kC, T_);
-    load_rows<T, D>(Gs, dy, (nch - 1 - i0) * kC, kC, T_);
+  auto chunk = [&](int i) { return rev ? nch - 1 - i : i; };
+  auto load = [&](int i, int stg) {
+    const int r0 = chunk(i) * kC;
+    load_rows<T, D>(As + stg * kC * LDS, asrc, r0, kC, T_);
+    load_rows<T, D>(Bs + stg * kC * LDS, bsrc, r0, kC, T_);
+    if (rev) {
+      const int64_t o = (int64_t)bh * Tp + r0;  // rows < Tp: always in the buffer
+      for (int x = tid; x < kC + kC / 4; x += blockDim.x) {
+        if (x < kC) cp_async16(smem_u32(Zs + (stg * kC + x) * 8), zcb + (o + x) * 8, true);
+        else cp_async16(smem_u32(Ws + stg * kC + (x - kC) * 4), wab + o + (x - kC) * 4, true);
+      }
+    }
+  };
+#pragma unroll
+  for (int k = 0; k < NS - 1; ++k) {
+    if (i0 + k < i1) load(i0 + k, k);
+    cp_commit();
   }
-  cp_commit();
   for (int i = i0; i < i1; ++i) {
-    const int st = (i - i0) & 1, m = nch - 1 - i;
-    cp_wait<0>();
-    __syncthreads();
-    if (i + 1 < i1) {
-      load_rows<T, D>(FQs + (st ^ 1) * kC * LDS, fq, (m - 1) * kC, kC, T_);
-      load_rows<T, D>(Gs + (st ^ 1) * kC * LDS, dy, (m - 1) * kC, kC, T_);
-    }
+    const int stg = (i - i0) % NS, m = chunk(i);
+    cp_wait<NS - 2>();
+    if constexpr (kBulk)
+      if (tid == 0) bulk_wait_read0();  // the previous state's copy has left Ss
+    __syncthreads();  // chunk i has landed; every warp is done with the stage of chunk i-1
+    if (i + NS - 1 < i1) load(i + NS - 1, (i - i0 + NS - 1) % NS);
     cp_commit();
     if (!SUM) {
       if (i >= 1) {
-        const int idx = m - 1;  // key chunk whose reverse state this is
-        __nv_bfloat16* R = rec + ((int64_t)bh * nch + idx) * D * LDS;
+        const int widx = rev ? m - 1 : m + 1;
+        __nv_bfloat16* R = (rev ? rrec : rec) + ((int64_t)bh * nch + widx) * D * LDS;
+        __nv_bfloat16* Rw = kBulk ? Ss : R;  // where this thread writes the state
 #pragma unroll
         for (int nt = 0; nt < ND; ++nt) {
           const int col = nt * 8 + 2 * t;
-          *reinterpret_cast<uint32_t*>(R + f0 * LDS + col) = pack2<__nv_bfloat16>(u[nt][0], u[nt][1]);
-          *reinterpret_cast<uint32_t*>(R + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(u[nt][2], u[nt][3]);
+          *reinterpret_cast<uint32_t*>(Rw + f0 * LDS + col) = pack2<__nv_bfloat16>(u[nt][0], u[nt][1]);
+          *reinterpret_cast<uint32_t*>(Rw + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(u[nt][2], u[nt][3]);
         }
+        auto res = [](float x) { return x - __bfloat162float(__float2bfloat16_rn(x)); };
+        __nv_bfloat16* L = nullptr;
         if constexpr (state_parts<T>() == 2) {
-          __nv_bfloat16* L = rec_lo + ((int64_t)bh * nch + idx) * D * LDS;
-          auto res = [](float x) { return x - __bfloat162float(__float2bfloat16_rn(x)); };
+          L = (rev ? rrec_lo : rec_lo) + ((int64_t)bh * nch + widx) * D * LDS;
 #pragma unroll
           for (int nt = 0; nt < ND; ++nt) {
             const int col = nt * 8 + 2 * t;
@@ -569,79 +687,85 @@ __global__ void __launch_bounds__(2 * D) fast_rev_state_kernel(KP p, int M, int 
             *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(res(u[nt][2]), res(u[nt][3]));
           }
         }
-        if (t == 0) {
-          rzb[((int64_t)bh * nch + idx) * D + f0] = u[ND][0] + u[ND][1];
-          rzb[((int64_t)bh * nch + idx) * D + f0 + 8] = u[ND][2] + u[ND][3];
-        }
-      }
-      if (i + 1 >= M) continue;  // Rr_0 is the last one anyone reads
-    }
-    // scale the dY rows of chunk m by wa_n; columns D.. get (hi, lo) of wa_n D_n, then zeros
-    T* Gst = Gs + st * kC * LDS;
-    for (int idx = tid; idx < kC * (CPR + 1); idx += blockDim.x) {
-      const int r = idx / (CPR + 1), cc = idx - r * (CPR + 1), n = m * kC + r;
-      float wa = 0.f, Dn = 0.f;
-      if (n < T_) {
-        const float den = p.den_swa[rb + n] + p.den_la[rb + n];
-        wa = den > 0.f ? gl / den : 0.f;
-        Dn = rowinfo[rb + n].z;
-      }
-      uint4* ptr = reinterpret_cast<uint4*>(Gst + r * LDS + cc * 8);
-      if (cc < CPR) {
-        uint4 x = *ptr;
-        uint32_t* w = reinterpret_cast<uint32_t*>(&x);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 f2 = unpack2<T>(w[e]);
-          w[e] = pack2<T>(f2.x * wa, f2.y * wa);
-        }
-        *ptr = x;
-      } else {
-        const float zv = wa * Dn;
-        uint32_t w0;
-        if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-          const float h1 = __bfloat162float(__float2bfloat16_rn(zv));
-          w0 = pack2<T>(h1, zv - h1);
+        const float za = u[ND][0] + u[ND][1], zb = u[ND][2] + u[ND][3];  // zero for t > 0
+        if (rev) {
+          if (t == 0) {
+            rzb[((int64_t)bh * nch + widx) * D + f0] = za;
+            rzb[((int64_t)bh * nch + widx) * D + f0 + 8] = zb;
+          }
+          if constexpr (kBulk) {  // columns D.. of the copy: zeros (unread)
+            *reinterpret_cast<uint32_t*>(Ss + f0 * LDS + D + 2 * t) = 0u;
+            *reinterpret_cast<uint32_t*>(Ss + (f0 + 8) * LDS + D + 2 * t) = 0u;
+          }
         } else {
-          const float h1 = __half2float(__float2half_rn(zv));
-          w0 = pack2<T>(h1, zv - h1);
+          // z: hi in column D, lo in D + 1 (lanes t > 0 write zeros into D+2..D+7)
+          const float ha_ = __bfloat162float(__float2bfloat16_rn(za)), hb_ = __bfloat162float(__float2bfloat16_rn(zb));
+          const uint32_t wa_ = pack2<__nv_bfloat16>(ha_, za - ha_), wb_ = pack2<__nv_bfloat16>(hb_, zb - hb_);
+          *reinterpret_cast<uint32_t*>(Rw + f0 * LDS + D + 2 * t) = wa_;
+          *reinterpret_cast<uint32_t*>(Rw + (f0 + 8) * LDS + D + 2 * t) = wb_;
+          if constexpr (state_parts<T>() == 2) {
+            *reinterpret_cast<uint32_t*>(L + f0 * LDS + D + 2 * t) = wa_;
+            *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + D + 2 * t) = wb_;
+          }
         }
-        *ptr = make_uint4(w0, 0u, 0u, 0u);
+        if constexpr (kBulk) {
+          fence_async_smem();
+          __syncthreads();  // Ss complete
+          if (tid == 0) bulk_s2g(R, smem_u32(Ss), (uint32_t)(sizeof(__nv_bfloat16) * D * LDS));
+        }
       }
+      if (i + 1 >= M) continue;  // the last state anyone reads is written
     }
-    __syncthreads();
-    const T* FQ = FQs + st * kC * LDS;
+    const T* Ast = As + stg * kC * LDS;
+    const T* Bst = Bs + stg * kC * LDS;
+    const T* Zst = Zs + stg * kC * 8;
+    const float* Wst = Ws + stg * kC;
 #pragma unroll
     for (int kk = 0; kk < kC / 16; ++kk) {
-      uint32_t a[4];
-      ldsm_x4_t(a, smem_u32(FQ + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + warp * 16 + ((lane >> 3) & 1) * 8));
-      const T* grow = Gst + (kk * 16 + (lane & 15)) * LDS;
+      uint32_t a[4], as[4];
+      ldsm_x4_t(a, smem_u32(Ast + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + warp * 16 + ((lane >> 3) & 1) * 8));
+      // fragment k index (chunk row): a[0], a[1] rows 2t, 2t+1; a[2], a[3] rows 2t+8, 2t+9
+      if (rev) {
+        const float2 w0 = *reinterpret_cast<const float2*>(Wst + kk * 16 + 2 * t);
+        const float2 w1 = *reinterpret_cast<const float2*>(Wst + kk * 16 + 2 * t + 8);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float2 w = r < 2 ? w0 : w1;
+          const float2 x = unpack2<T>(a[r]);
+          as[r] = pack2<T>(x.x * w.x, x.y * w.y);
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) as[r] = a[r];
+      }
+      const T* brow = Bst + (kk * 16 + (lane & 15)) * LDS;
 #pragma unroll
       for (int np = 0; np < ND / 2; ++np) {
         uint32_t bf[4];
-        ldsm_x4_t(bf, smem_u32(grow + np * 16 + (lane >> 4) * 8));
-        mma16816<T>(u[2 * np], a, bf[0], bf[1]);
-        mma16816<T>(u[2 * np + 1], a, bf[2], bf[3]);
+        ldsm_x4_t(bf, smem_u32(brow + np * 16 + (lane >> 4) * 8));
+        mma16816<T>(u[2 * np], as, bf[0], bf[1]);
+        mma16816<T>(u[2 * np + 1], as, bf[2], bf[3]);
       }
       uint32_t bz[2];
-      ldsm_x2_t(bz, smem_u32(grow + D));
+      ldsm_x2_t(bz, smem_u32(Zst + (kk * 16 + (lane & 15)) * 8));
       mma16816<T>(u[ND], a, bz[0], bz[1]);
     }
   }
   cp_wait<0>();
+  if constexpr (kBulk)
+    if (tid == 0) bulk_wait0();  // Ss is read and the states are written before the CTA exits
   if (SUM) {
-    float* dst = part + ((int64_t)bh * nseg + s) * per;
 #pragma unroll
     for (int nt = 0; nt < ND; ++nt) {
       const int col = nt * 8 + 2 * t;
-      dst[(int64_t)f0 * D + col] = u[nt][0];
-      dst[(int64_t)f0 * D + col + 1] = u[nt][1];
-      dst[(int64_t)(f0 + 8) * D + col] = u[nt][2];
-      dst[(int64_t)(f0 + 8) * D + col + 1] = u[nt][3];
+      mypart[(int64_t)f0 * D + col] = u[nt][0];
+      mypart[(int64_t)f0 * D + col + 1] = u[nt][1];
+      mypart[(int64_t)(f0 + 8) * D + col] = u[nt][2];
+      mypart[(int64_t)(f0 + 8) * D + col + 1] = u[nt][3];
     }
     if (t == 0) {
-      dst[(int64_t)D * D + f0] = u[ND][0] + u[ND][1];
-      dst[(int64_t)D * D + f0 + 8] = u[ND][2] + u[ND][3];
+      mypart[(int64_t)D * D + f0] = u[ND][0] + u[ND][1];
+      mypart[(int64_t)D * D + f0 + 8] = u[ND][2] + u[ND][3];
     }
   }
 }
@@ -657,7 +781,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
                                                               const float* __restrict__ rzb,
                                                               const float4* __restrict__ rowinfo, T* __restrict__ dkp,
                                                               T* __restrict__ dvp, T* __restrict__ dfkp,
-                                                              float* __restrict__ dkacc, float* __restrict__ dvacc) {
+                                                              float* __restrict__ dkacc, float* __restrict__ dvacc, int so) {
   constexpr int LDS = D + 8, ND = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* KSm = reinterpret_cast<T*>(smraw);
@@ -873,32 +997,37 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     }
     }  // part
   }
-  // write dk, dv
+  // write dk, dv (staged: through this warp's own K and FK rows, which it has read for the last time)
   const bool oka = ja < T_, okb = jb < T_;
+  if (!ACC && so) {
+    warp_store_tile<T, D>(dkp + kvb * D, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dk, p.scale, lane);
+    warp_store_tile<T, D>(dvp + kvb * D, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dv, 1.f, lane);
+  } else {
 #pragma unroll
-  for (int nt = 0; nt < ND; ++nt) {
-    const int col = nt * 8 + 2 * t;
-    if constexpr (ACC) {
-      if (oka) {
-        atomicAdd(dkacc + (kvb + ja) * D + col, dk[nt][0] * p.scale);
-        atomicAdd(dkacc + (kvb + ja) * D + col + 1, dk[nt][1] * p.scale);
-        atomicAdd(dvacc + (kvb + ja) * D + col, dv[nt][0]);
-        atomicAdd(dvacc + (kvb + ja) * D + col + 1, dv[nt][1]);
-      }
-      if (okb) {
-        atomicAdd(dkacc + (kvb + jb) * D + col, dk[nt][2] * p.scale);
-        atomicAdd(dkacc + (kvb + jb) * D + col + 1, dk[nt][3] * p.scale);
-        atomicAdd(dvacc + (kvb + jb) * D + col, dv[nt][2]);
-        atomicAdd(dvacc + (kvb + jb) * D + col + 1, dv[nt][3]);
-      }
-    } else {
-      if (oka) {
-        *reinterpret_cast<uint32_t*>(dkp + (kvb + ja) * D + col) = pack2<T>(dk[nt][0] * p.scale, dk[nt][1] * p.scale);
-        *reinterpret_cast<uint32_t*>(dvp + (kvb + ja) * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
-      }
-      if (okb) {
-        *reinterpret_cast<uint32_t*>(dkp + (kvb + jb) * D + col) = pack2<T>(dk[nt][2] * p.scale, dk[nt][3] * p.scale);
-        *reinterpret_cast<uint32_t*>(dvp + (kvb + jb) * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      if constexpr (ACC) {
+        if (oka) {
+          atomicAdd(dkacc + (kvb + ja) * D + col, dk[nt][0] * p.scale);
+          atomicAdd(dkacc + (kvb + ja) * D + col + 1, dk[nt][1] * p.scale);
+          atomicAdd(dvacc + (kvb + ja) * D + col, dv[nt][0]);
+          atomicAdd(dvacc + (kvb + ja) * D + col + 1, dv[nt][1]);
+        }
+        if (okb) {
+          atomicAdd(dkacc + (kvb + jb) * D + col, dk[nt][2] * p.scale);
+          atomicAdd(dkacc + (kvb + jb) * D + col + 1, dk[nt][3] * p.scale);
+          atomicAdd(dvacc + (kvb + jb) * D + col, dv[nt][2]);
+          atomicAdd(dvacc + (kvb + jb) * D + col + 1, dv[nt][3]);
+        }
+      } else {
+        if (oka) {
+          *reinterpret_cast<uint32_t*>(dkp + (kvb + ja) * D + col) = pack2<T>(dk[nt][0] * p.scale, dk[nt][1] * p.scale);
+          *reinterpret_cast<uint32_t*>(dvp + (kvb + ja) * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
+        }
+        if (okb) {
+          *reinterpret_cast<uint32_t*>(dkp + (kvb + jb) * D + col) = pack2<T>(dk[nt][2] * p.scale, dk[nt][3] * p.scale);
+          *reinterpret_cast<uint32_t*>(dvp + (kvb + jb) * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+        }
       }
     }
   }
@@ -963,11 +1092,15 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     }
   }
   T* dfk = dfkp + rb * D;
+  if (so) {
+    warp_store_tile<T, D>(dfk, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dv, 1.f, lane);
+  } else {
 #pragma unroll
-  for (int nt = 0; nt < ND; ++nt) {
-    const int col = nt * 8 + 2 * t;
-    if (oka) *reinterpret_cast<uint32_t*>(dfk + (int64_t)ja * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
-    if (okb) *reinterpret_cast<uint32_t*>(dfk + (int64_t)jb * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+    for (int nt = 0; nt < ND; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      if (oka) *reinterpret_cast<uint32_t*>(dfk + (int64_t)ja * D + col) = pack2<T>(dv[nt][0], dv[nt][1]);
+      if (okb) *reinterpret_cast<uint32_t*>(dfk + (int64_t)jb * D + col) = pack2<T>(dv[nt][2], dv[nt][3]);
+    }
   }
 }
 
@@ -983,13 +1116,26 @@ __global__ void fast_convert_kernel(const float* __restrict__ src, T* __restrict
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 extern int g_fast_timing;
+int g_bwd_bulk = 1;       // dev builds only: 0 = the walks store states with per-lane stores
+int g_bwd_stage_out = 1;  // dev builds only: 0 = row/key kernels store outputs from the fragments
+int g_bwd_seg_mult = 2;   // dev builds only: state-walk segments (see state_segments_bwd)
 namespace fast {
 #endif
 
+// Segments per state walk: one walker per (b, h) once B*H covers half the SMs (as the forward's
+// state_segments), else about 2 * SMs blocks per walk direction (H200, B=1 H=32 T=16384: bwd
+// 2.57 ms with 2, 2.70 ms with 4; before the bulk state stores 3.17 / 3.27 / 3.52 ms with 2 / 4 / 8:
+// the segment sums re-read what the walks read).
 static int state_segments_bwd(int BH) {
-  // as the forward's state_segments: one walker per (b, h) once B*H covers half the SMs
-  if (2 * BH >= sm_count()) return 1;
-  return (4 * sm_count() + BH - 1) / BH;
+  constexpr int kDefault = 2;
+#ifdef HA_FAST_TIMING
+  const int seg_mult = g_bwd_seg_mult;  // (dev timing builds: a value other than the default forces its count)
+#else
+  const int seg_mult = kDefault;
+#endif
+  if (seg_mult <= 0) return 1;
+  if (seg_mult == kDefault && 2 * BH >= sm_count()) return 1;
+  return (seg_mult * sm_count() + BH - 1) / BH;
 }
 
 template <class T, int D>
@@ -1004,58 +1150,79 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
   if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
 #endif
   auto mark = [&](int i) { if (ev[i]) check(cudaEventRecord(ev[i], st), "timing event"); };
+#ifdef HA_FAST_TIMING
+  const bool bulk = g_bwd_bulk != 0;
+  const int so = g_bwd_stage_out != 0;
+#else
+  constexpr bool bulk = true;
+  constexpr int so = 1;
+#endif
   mark(0);
   check(cudaMemsetAsync(dgamma, 0, sizeof(float) * p.H, st), "memset dgamma");
   float4* rowinfo = nullptr;
   ws_alloc(&rowinfo, sizeof(float4) * (size_t)rows, st);
-  // 1. forward states
-  __nv_bfloat16* rec_lo = nullptr;
-  __nv_bfloat16* rec = launch_fast_states(p, dt, st, state_parts<T>() == 2 ? &rec_lo : nullptr);
-  mark(1);
-  // 2. row kernel
-  {
-    const size_t smem = sizeof(T) * 6 * kC * LDS;
-    check(cudaFuncSetAttribute(fast_bwd_row_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fast bwd row smem");
-    fast_bwd_row_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rowinfo, dq, dfq, dgamma);
-    check_launch("fast_bwd_row");
-  }
-  mark(2);
-  // 3. reverse states (into the forward states' buffer: the row kernel is done with it)
-  float* rz = nullptr;
+  // 1. both state walks, one launch (segment sums + one scan over both first where B*H is small)
+  __nv_bfloat16 *rec = nullptr, *rec_lo = nullptr, *rrec = nullptr, *rrec_lo = nullptr;
+  float *rz = nullptr, *wab = nullptr;
+  T* zcb = nullptr;
   const bool inter = mode_has_la(p.mode) && nch >= 3;
   if (inter) {
+    const size_t sbytes = sizeof(__nv_bfloat16) * (size_t)BH * nch * D * LDS;
+    ws_alloc(&rec, sbytes, st);
+    ws_alloc(&rrec, sbytes, st);
+    if (state_parts<T>() == 2) {
+      ws_alloc(&rec_lo, sbytes, st);
+      ws_alloc(&rrec_lo, sbytes, st);
+    }
     ws_alloc(&rz, sizeof(float) * (size_t)BH * nch * D, st);
+    const int Tp = nch * kC;
+    ws_alloc(&wab, sizeof(float) * (size_t)BH * Tp, st);
+    ws_alloc(&zcb, sizeof(T) * 8 * (size_t)BH * Tp, st);
+    fast_bwd_prep_kernel<T, D><<<dim3(Tp / 32, BH), 256, 0, st>>>(p, Tp, wab, zcb);
+    check_launch("fast_bwd_prep");
     const int M = nch - 1;
     const int want = state_segments_bwd(BH);
     int G = (M + std::max(1, want) - 1) / std::max(1, want);
     G = std::max(2, G);
     const int nseg = (M + G - 1) / G;
     const int64_t per = (int64_t)D * D + D;
-    const size_t smem = sizeof(T) * 4 * kC * LDS;
     float* part = nullptr;
+    auto walk = [&](auto kern, int nsg, bool bk) {
+      const size_t smem = walk_smem<T, D>(2, bk);
+      check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "fast bwd walk smem");
+      kern<<<dim3(nsg, BH, 2), 2 * D, smem, st>>>(p, M, G, nseg, Tp, part, wab, zcb, rec, rec_lo, rrec, rrec_lo, rz);
+      check_launch("fast_bwd_walk");
+    };
+    // (2 stages: 3 measured no faster on an H200, and the state copy needs the shared memory)
     if (nseg > 1) {
-      ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
-      check(cudaFuncSetAttribute(fast_rev_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-            "fast rev state smem");
-      fast_rev_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, smem, st>>>(p, M, G, nseg, rowinfo, part, rec, rec_lo, rz);
-      check_launch("fast_rev_state_sum");
-      launch_segment_scan(part, BH, nseg, per, +1, st);
+      ws_alloc(&part, sizeof(float) * 2 * (size_t)BH * nseg * per, st);
+      walk(fast_bwd_walk_kernel<T, D, true, 2, false>, nseg - 1, false);
+      launch_segment_scan(part, 2 * BH, nseg, per, +1, st);
     }
-    check(cudaFuncSetAttribute(fast_rev_state_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fast rev state smem");
-    fast_rev_state_kernel<T, D, false><<<dim3(nseg, BH), 2 * D, smem, st>>>(p, M, G, nseg, rowinfo, part, rec, rec_lo, rz);
-    check_launch("fast_rev_state_walk");
+    mark(1);
+    if (bulk) walk(fast_bwd_walk_kernel<T, D, false, 2, true>, nseg, true);
+    else walk(fast_bwd_walk_kernel<T, D, false, 2, false>, nseg, false);
     if (part) check(cudaFreeAsync(part, st), "fast workspace free");
+  } else {
+    mark(1);
+  }
+  mark(2);
+  // 2. row kernel
+  {
+    const size_t smem = sizeof(T) * 6 * kC * LDS;
+    check(cudaFuncSetAttribute(fast_bwd_row_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fast bwd row smem");
+    fast_bwd_row_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rowinfo, dq, dfq, dgamma, so);
+    check_launch("fast_bwd_row");
   }
   mark(3);
-  // 4. key kernel
+  // 3. key kernel
   {
     const size_t smem = sizeof(T) * 6 * kC * LDS + sizeof(float) * 8 * 2 * kC;
     if (p.group == 1) {
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
-      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr);
+      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr, so);
       check_launch("fast_bwd_key");
     } else {
       float* acc = nullptr;
@@ -1063,8 +1230,8 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
       check(cudaMemsetAsync(acc, 0, sizeof(float) * 2 * (size_t)nkv * D, st), "memset dk/dv acc");
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
-      fast_bwd_key_kernel<T, D, true><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rz, rowinfo, dk, dv, dfk, acc,
-                                                                         acc + (size_t)nkv * D);
+      fast_bwd_key_kernel<T, D, true><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, acc,
+                                                                         acc + (size_t)nkv * D, so);
       check_launch("fast_bwd_key");
       const int64_t n2 = nkv * D / 2;
       fast_convert_kernel<T><<<(unsigned)((n2 + 255) / 256), 256, 0, st>>>(acc, dk, n2);
@@ -1080,14 +1247,13 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     check(cudaEventSynchronize(ev[4]), "timing event");
     float a[4] = {};
     for (int i = 0; i < 4; ++i) cudaEventElapsedTime(&a[i], ev[i], ev[i + 1]);
-    printf("  fast bwd breakdown: fwd states %.3f ms, row kernel %.3f ms, reverse states %.3f ms, key kernel %.3f ms\n",
-           a[0], a[1], a[2], a[3]);
+    printf("  fast bwd breakdown (bulk %d, stage_out %d, seg_mult %d): alloc+prep+walk sums+scan %.3f ms, state walks (fwd+rev, one launch) %.3f ms, row kernel %.3f ms, key kernel %.3f ms\n",
+           g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, a[0], a[1], a[2], a[3]);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif
-  if (rz) check(cudaFreeAsync(rz, st), "fast workspace free");
-  if (rec) check(cudaFreeAsync(rec, st), "fast workspace free");
-  if (rec_lo) check(cudaFreeAsync(rec_lo, st), "fast workspace free");
+  for (void* x : {(void*)rz, (void*)wab, (void*)zcb, (void*)rec, (void*)rec_lo, (void*)rrec, (void*)rrec_lo})
+    if (x) check(cudaFreeAsync(x, st), "fast workspace free");
   check(cudaFreeAsync(rowinfo, st), "fast workspace free");
 }
 

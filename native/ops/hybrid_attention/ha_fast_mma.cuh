@@ -104,6 +104,32 @@ __device__ __forceinline__ float2 unpack2f(uint32_t x, __half*) { return __half2
 template <class T>
 __device__ __forceinline__ float2 unpack2(uint32_t x) { return unpack2f(x, (T*)nullptr); }
 
+// Bulk (TMA engine) copy shared -> global, sm_90+: `bytes` a multiple of 16, both addresses 16-byte
+// aligned. Every writer of the source runs fence_async_smem() before the barrier after which one
+// thread issues the copy; the source may be rewritten after bulk_wait_read0() (by that thread, then
+// a barrier), and the CTA must not exit before bulk_wait0(). No-ops below sm_90 (callers check).
+__device__ __forceinline__ void fence_async_smem() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_s2g(void* gdst, uint32_t ssrc, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(gdst), "r"(ssrc), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait_read0() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait0() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
 constexpr int kC = 64;  // rows (and keys) per chunk
 
 // Rows [r0, r0 + nrows) of a row-major [*, D] matrix into shared memory (row stride D + 8),
