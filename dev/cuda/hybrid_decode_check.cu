@@ -6,13 +6,15 @@
 //   2. f32 / bf16 / f16: GPU prefill(T0) + steps vs the CPU f64 decode on the dtype-rounded
 //      inputs, every mode, both geometries, GQA, keep, both lambdas;
 //   3. --time (runs first): per-step time at H=32, d=F=dv=128, w=64, bf16, B in {1, 16, 64, 256},
-//      for the automatic choice, the general kernel and each split count, launched and as a
-//      CUDA-graph replay; the split kernel's results are checked at every split count above.
+//      for the split kernel's automatic choice (the previous default), the general kernel, the
+//      automatic choice and the fused kernels at each split count, launched and as a CUDA-graph
+//      replay; parts 1 and 2 check every kernel variant at every split count.
+// --quick: a few fused-kernel cases only (for compute-sanitizer).
 // Build (from the repository root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
 //     -I native -I . dev/cuda/hybrid_decode_check.cu native/ops/hybrid_decode/hybrid_decode.cu \
 //     native/ops/hybrid_decode/hybrid_decode_cpu.cpp native/core/parallel.cpp -lpthread -o build-dev/decode/hybrid_decode_check
-// Run:   ./build-dev/decode/hybrid_decode_check [--time | --time-only]   (exit status 1 when a check fails)
+// Run:   ./build-dev/decode/hybrid_decode_check [--time | --time-only | --quick]   (exit status 1 when a check fails)
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -394,8 +396,10 @@ static void time_steps() {
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.c = bufs.back()->p;
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_swa = bufs.back()->p;
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_la = bufs.back()->p;
-    for (int vs : {0, -1, 2, 4, 8, 100, 102, 104, 108}) {  // variant * 100 + splits
-      const int splits = vs % 100, variant = vs / 100;
+    // variant * 100 + splits: 200 = the split kernel's automatic choice (the previous default),
+    // 0 = the automatic choice now (the fused kernel here), 30k = the fused kernel at k splits
+    for (int vs : {200, -1, 0, 301, 302, 304, 308}) {
+      const int splits = vs < 0 ? vs : vs % 100, variant = vs < 0 ? 0 : vs / 100;
       sp.splits = splits;
       sp.variant = variant;
       try {
@@ -430,10 +434,12 @@ int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach a log even if the process dies
   bool timing = false;
   bool checks = true;
+  bool quick = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--time")) timing = true;
     if (!strcmp(argv[i], "--time-only")) timing = true, checks = false;
     if (!strcmp(argv[i], "--no-time")) timing = false;
+    if (!strcmp(argv[i], "--quick")) quick = true;  // a few fused-kernel cases (for compute-sanitizer)
   }
   int dev = 0;
   cudaDeviceProp prop;
@@ -451,9 +457,13 @@ int main(int argc, char** argv) {
   std::mt19937 g(1234);
   const HybridMode modes[] = {HybridMode::Hybrid, HybridMode::Swa, HybridMode::La, HybridMode::LaFull, HybridMode::Overlap, HybridMode::Sinks, HybridMode::None};
   // the split kernel at every split count and tuning variant, and the general kernel, on the same states
-  for (int variant : {0, 1})
+  // variant 0: automatic (the fused kernel where it runs: sliding; hybrid, swa, la, none; else
+  // the split kernel); 1, 2: the split kernel's two tunings; 3: the fused kernel; splits -1: the
+  // general kernel
+  for (int variant : {0, 1, 2, 3})
   for (int splits : {-1, 1, 2, 4, 8}) {
-    if (variant == 1 && splits == -1) continue;
+    if (variant > 0 && splits == -1) continue;
+    if (quick && !(variant == 3 && (splits == 1 || splits == 2))) continue;
     g_splits = splits;
     g_variant = variant;
     for (auto geom : {WindowGeometry::Sliding, WindowGeometry::Terraced})
@@ -465,9 +475,29 @@ int main(int argc, char** argv) {
       Problem Big{2, 4, 2, 128, 128, 128, 16, 8, WindowGeometry::Terraced, HybridMode::Hybrid, LambdaKind::One, true};
       check_same_state(Big, g);
     }
+    if (splits != 1 || variant == 0 || variant >= 3)  // sliding, the fused kernel's shapes (and w = 64)
+      for (auto mode : {HybridMode::Hybrid, HybridMode::Swa, HybridMode::La, HybridMode::None}) {
+        Problem BigS{2, 4, 2, 128, 128, 128, 16, 8, WindowGeometry::Sliding, mode, LambdaKind::Affine, true};
+        check_same_state(BigS, g);
+        Problem BigW{1, 2, 1, 128, 128, 128, 64, 8, WindowGeometry::Sliding, mode, LambdaKind::One, false};
+        check_same_state(BigW, g);
+      }
+    // the fused kernel over whole sequences (positions from 0, partial windows, w = 1) at this split count
+    if ((variant == 0 || variant >= 3) && splits > 0)
+      for (DType t : {DType::F32, DType::BF16})
+        for (auto mode : {HybridMode::Hybrid, HybridMode::Swa, HybridMode::La, HybridMode::None})
+          for (int w : {1, 8}) {
+            Problem P{2, 4, 2, 32, 32, 16, w, 3, WindowGeometry::Sliding, mode, mode == HybridMode::La ? LambdaKind::Affine : LambdaKind::One, true};
+            for (int64_t T0 : {0, 5}) check_sequence(P, t, 24, T0, g);
+          }
+    printf("sweep variant=%d splits=%d: %d checks, %d failures\n", variant, splits, g_checks, g_fail);
   }
   g_splits = 0;
   g_variant = 0;
+  if (quick) {
+    printf("%d checks, %d failures\n", g_checks, g_fail);
+    return g_fail ? 1 : 0;
+  }
   for (auto geom : {WindowGeometry::Sliding, WindowGeometry::Terraced})
     for (auto mode : modes)
       for (int w : {1, 4, 16}) {

@@ -1,11 +1,14 @@
 // CUDA recurrent decode of hybrid attention: see hybrid_decode.h for the semantics, the state
 // layout (shared byte for byte with the CPU) and the tensor layouts.
 //
-// Single-token steps (decode proper) on sm_90+ run the SPLIT kernel further down: a cluster of
-// blocks per (sequence, q head), each owning a column slice of S, with every memory access of a
-// block batched into about three round trips (see its comment). Everything else (multi-token and
-// ragged steps, the prefill with outputs, sm_80, dims the split kernel does not take) runs the
-// general step kernel:
+// Single-token steps (decode proper) on sm_90+ run the FUSED kernel (step2_kernel, further down)
+// for sliding windows in modes hybrid, swa, la and none: a cluster of blocks per (sequence, q
+// head), each owning rows of S and slots of the window, everything it reads in bulk brought into
+// shared memory by TMA bulk copies issued first thing, partial results exchanged through
+// distributed shared memory. Other single-token steps (terraced windows, modes la-full, overlap,
+// sinks) run the SPLIT kernel: a cluster per head too, each block owning a column slice of S and
+// recomputing the window's scores. Everything else (multi-token and ragged steps, the prefill
+// with outputs, sm_80, dims neither takes) runs the general step kernel:
 //
 // General step kernel: one block per (sequence b, q head h), appending the sequence's n_b new
 // tokens in order, exactly like the CPU's run_group does per token:
@@ -32,6 +35,7 @@
 #endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -488,7 +492,7 @@ __global__ void __launch_bounds__(kNT) step_kernel(DP p) {
   if (tid == 0) hdr[2] = pos0 + nt;
 }
 
-// Single-token step, split along dv (the fast path) ------------------------------------------------
+// Single-token step, split along dv (terraced; la-full, overlap, sinks) ---------------------------
 //
 // One CLUSTER of `ns` blocks per (sequence b, q head h); block s owns the column slice
 // [s W, (s + 1) W) of S (W = dv / ns) and computes y[slice] completely: the softmax scores are
@@ -508,8 +512,8 @@ constexpr int kNT1 = 128;  // threads per block of the split kernel
 constexpr int kVP = 4;     // value quads per thread prefetched before the softmax weights are known
 // Tuning variants (HybridDecodeStepParams::variant): keys per warp whose loads are in flight
 // together (KC; 16 = all of a 64-token window) and resident blocks per SM the registers must
-// allow (MB): 0 = (16, 3): one round trip for the keys, 168 registers; 1 = (8, 4): two round
-// trips, 128 registers (a few spills).
+// allow (MB): 0 and 2..5 = (16, 3): one round trip for the keys, 168 registers; 1 = (8, 4): two
+// round trips, 128 registers (a few spills).
 
 // Four consecutive elements: loaded raw (8 bytes for 16-bit types: half the registers while in
 // flight) and converted to fp32 at use.
@@ -940,6 +944,477 @@ __global__ void __launch_bounds__(kNT1, MB) step1_kernel(DP p) {
   }
 }
 
+// Fused single-token step (the fast path: sliding window, modes hybrid / swa / la / none) ---------
+//
+// Again one cluster of `ns` blocks per (sequence b, q head h), but no block repeats another's
+// work: block s owns rows [s rc, (s+1) rc) of S and z and ring slots [s kc, (s+1) kc) of the
+// window (the last block also the new token), and computes over them the partial softmax max,
+// sum and weighted values (all of dv), the partial LA numerator fq^T S_old (all of dv) and
+// denominator fq.z, and the fold of its rows. The partials meet through distributed shared
+// memory (flash-decoding style) and block s finishes columns [s W, (s+1) W) of y.
+// Latency: everything a block reads in bulk is independent of the position: its rows of S and
+// its ring slots, valid or not, come into shared memory through TMA bulk copies issued first
+// thing (no registers held while they are in flight: 50-100 KB per block, 4 blocks per SM at
+// 2 splits); the position (header, read alongside) only decides which slots are masked out and
+// which token folds, whose fk row and value (0.5 KB) are the single dependent load. So a block
+// waits about two memory round trips in all, with the whole of its data in flight in the first.
+// Stale slots are skipped, never multiplied by 0 (they may hold anything). The slot a step
+// overwrites (n % C, position n - C) is outside the window and the fold: a copy of the ring by
+// another head of the GQA group that races with the write reads only bytes that are masked out.
+// Terraced block edges fold w tokens and la-full / overlap / sinks read the fk ring or the sinks:
+// those run the split kernel above.
+// Measured (H200, bf16, H = 32, d = F = dv = 128, w = 64): ~2.5 TB/s at B = 64..256, 2 blocks
+// per head. The speed follows the bytes in flight per SM (4 blocks x 48 KB at 2 splits; 4
+// splits, register-bound to 4 blocks of 24 KB, and a persistent two-stage variant, 2 blocks with
+// one 48 KB stage each in flight, were 35-60% slower), not the count of dependent round trips.
+constexpr int kNT2 = 128;  // threads per block of the fused kernel
+
+__host__ __device__ inline int a16(int x) { return (x + 15) & ~15; }
+
+// Shared memory plan of the fused kernel (byte offsets, 16-byte aligned sections: what the bulk
+// copies need; no more, so that 4 blocks fit an SM at 2 splits and 8 at 4). `nst` stages of what
+// the bulk copies fill (S rows, keys, values, their mbarrier), `stg` bytes apart; then the rest.
+struct Smem2 {
+  int rc, kc;  // rows of S / z and ring slots per block
+  int S, K, V, bar, stg;  // within a stage
+  int q, fq, z, fk, vj, sw, pS, pL, acc, la, sc, hdr, total;
+  __host__ __device__ Smem2(int F, int d, int dv, int C, int E, int ns, int nst) {
+    rc = (F + ns - 1) / ns;
+    kc = (C + ns - 1) / ns;
+    const int G = kNT2 / max(1, dv / 4);
+    int o = 0;
+    S = o; o += a16(rc * dv * 4);
+    // the keys (+ the new token's, last block) are dead once the scores are: the partial sums
+    // of the weighted values and of fq^T S reuse their space
+    K = o; o += a16(max((kc + 1) * d * E, 2 * G * dv * 4));
+    pS = K;
+    pL = K + G * dv * 4;
+    V = o; o += a16((kc + 1) * dv * E);
+    bar = o; o += a16(8);
+    stg = o;
+    o = nst * stg;
+    q = o; o += a16(d * 4);
+    fq = o; o += a16(rc * 4);
+    z = o; o += a16(rc * 4);
+    fk = o; o += a16(rc * 4);
+    vj = o; o += a16(dv * 4);
+    sw = o; o += a16((kc + 1) * 4);
+    acc = o; o += a16(dv * 4);  // read by the other blocks of the cluster: acc, la, sc
+    la = o; o += a16(dv * 4);
+    sc = o; o += a16(4 * 4);
+    hdr = o; o += a16(12 * 8);
+    total = o;
+  }
+};
+
+__device__ __forceinline__ uint32_t sm_u32(const void* ptr) { return (uint32_t)__cvta_generic_to_shared(ptr); }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void mb_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mb_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mb_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// 1-d bulk copy global -> this block's shared memory, completing on mbarrier `bar`.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+#endif
+
+// The arithmetic of one head in the fused kernels, once its bulk data are in shared memory and
+// the rest in `a`: scores, the partial softmax and LA sums, the fold of this block's rows of S and
+// z, then the partials of the cluster's blocks combined into this block's columns of y and the
+// statistics. Ends with the cluster's blocks past the exchange but possibly still reading one
+// another's partials: the caller's barrier closes it.
+template <class T>
+struct FusedHead {
+  float *sS, *sq, *sfq, *sz, *sfk, *svj, *sw, *pS, *pL, *pacc, *pla, *psc;
+  T *sK, *sV;
+  float *Sg, *zg;        // this block's rows of S and z in the state
+  ll n, r;               // position, row of (b, h) in the outputs
+  float g_eff, lam, f1, v1;  // f1 / v1: the fold's fk row / value element of this thread (tid)
+  int s, ns, r0, nr, k0, nk, W, c0;
+  bool live, outputs, soft_mode, do_la, new_kv;
+};
+
+template <class T>
+__device__ __forceinline__ void fused_head(const DP& p, const FusedHead<T>& a) {
+  float *sS = a.sS, *sq = a.sq, *sfq = a.sfq, *sz = a.sz, *sfk = a.sfk, *svj = a.svj, *sw = a.sw;
+  float *pS = a.pS, *pL = a.pL, *pacc = a.pacc, *pla = a.pla, *psc = a.psc, *Sg = a.Sg, *zg = a.zg;
+  const T *sK = a.sK, *sV = a.sV;
+  const ll n = a.n, r = a.r;
+  const float g_eff = a.g_eff, lam = a.lam, f1 = a.f1, v1 = a.v1;
+  const int s = a.s, ns = a.ns, nr = a.nr, k0 = a.k0, nk = a.nk, W = a.W, c0 = a.c0;
+  const bool live = a.live, outputs = a.outputs, soft_mode = a.soft_mode, do_la = a.do_la, new_kv = a.new_kv;
+  const int d = p.d, dv = p.dv, F = p.F, C = p.C;
+  const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
+  const bool fold = F > 0 && n + 1 - p.w >= 0;
+
+  // 3. scores of this block's valid slots: 8 lanes per key, 4 keys per warp at a time (each
+  // group of 8 starts at its own 32-element block of the row: no bank conflicts at d % 32 == 0)
+  const bool soft = soft_mode && g_eff != 0.f;  // keep = 0: softmax branch off (c = 0, den_swa = 0)
+  const int nkk = nk + (new_kv ? 1 : 0);
+  if (soft) {
+    // slot sl holds position n - 1 - md, md = (n - 1 - sl) mod C; in Win(n) iff md <= lim
+    const int lim = (int)min(n - 1, (ll)p.w - 2);
+    const int nm = n >= 1 ? (int)((n - 1) % C) : 0;
+    const int sub = lane & 7, kq = lane >> 3;
+    const int nb = d / 32;
+    const bool rot = d % 32 == 0;
+    for (int a0 = wid * 4; a0 < nkk; a0 += kNT2 / 8) {
+      const int a = a0 + kq;
+      bool valid = a < nkk;
+      if (valid && a < nk) {
+        int md = nm - (k0 + a);
+        if (md < 0) md += C;
+        valid = md <= lim;
+      }
+      float x = 0.f;
+      if (valid) {
+        const T* row = sK + (ll)a * d;
+        if (rot) {
+          for (int i = 0; i < nb; ++i) {
+            int blk = i + kq;
+            blk = blk >= nb ? blk % nb : blk;
+            const int e = blk * 32 + sub * 4;
+            const float4 kf = ld4(row + e), qf = *reinterpret_cast<const float4*>(sq + e);
+            x += qf.x * kf.x + qf.y * kf.y + qf.z * kf.z + qf.w * kf.w;
+          }
+        } else {
+          for (int e = sub * 4; e < d; e += 32) {
+            const float4 kf = ld4(row + e), qf = *reinterpret_cast<const float4*>(sq + e);
+            x += qf.x * kf.x + qf.y * kf.y + qf.z * kf.z + qf.w * kf.w;
+          }
+        }
+      }
+      x += __shfl_xor_sync(0xffffffffu, x, 1);
+      x += __shfl_xor_sync(0xffffffffu, x, 2);
+      x += __shfl_xor_sync(0xffffffffu, x, 4);
+      if (sub == 0 && a < nkk) sw[a] = valid ? x * p.scale : -INFINITY;
+    }
+  }
+  if (fold) {  // the fold's loads had the scores' time to land
+    if (tid < nr) sfk[tid] = f1;
+    if (tid < dv) svj[tid] = v1;
+  }
+  if (wid == kNT2 / 32 - 1) {
+    float x = 0.f;
+    if (do_la)
+      for (int f = lane; f < nr; f += 32) x += sfq[f] * sz[f];
+    x = warp_sum(x);
+    if (lane == 0) psc[2] = x;
+  }
+  __syncthreads();
+
+  // 4. partial softmax (every warp the same max and sum), weighted values, fq^T S_old, the fold
+  float m = -INFINITY, l = 0.f;
+  if (soft) {
+    for (int a = lane; a < nkk; a += 32) m = fmaxf(m, sw[a]);
+    m = warp_max(m);
+    if (m != -INFINITY) {
+      for (int a = lane; a < nkk; a += 32)
+        if (sw[a] != -INFINITY) l += expf(sw[a] - m);
+      l = warp_sum(l);
+    }
+  }
+  const int NQ = dv / 4, G = kNT2 / NQ;
+  const int cq = tid % NQ, grp = tid / NQ;
+  const bool active = grp < G;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f), la4 = acc;
+  if (active) {
+    if (m != -INFINITY)
+      for (int a = grp; a < nkk; a += G) {
+        const float sa = sw[a];
+        if (sa != -INFINITY) fma4(acc, expf(sa - m), ld4(sV + (ll)a * dv + cq * 4));
+      }
+    if (do_la || fold) {
+      const float4 vq = fold ? *reinterpret_cast<const float4*>(svj + cq * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int f = grp; f < nr; f += G) {
+        float4 x = *reinterpret_cast<const float4*>(sS + f * dv + cq * 4);
+        if (do_la) fma4(la4, sfq[f], x);
+        if (fold) {
+          fma4(x, sfk[f], vq);
+          __stcs(reinterpret_cast<float4*>(Sg + (ll)f * dv + cq * 4), x);
+        }
+      }
+    }
+    *reinterpret_cast<float4*>(pS + grp * dv + cq * 4) = acc;
+    *reinterpret_cast<float4*>(pL + grp * dv + cq * 4) = la4;
+  }
+  if (fold)
+    for (int f = tid; f < nr; f += kNT2) zg[f] = sz[f] + sfk[f];
+  if (tid == 0) {
+    psc[0] = m;
+    psc[1] = l;
+  }
+  __syncthreads();
+  for (int j = tid; j < dv; j += kNT2) {
+    float a1 = 0.f, a2 = 0.f;
+    for (int k2 = 0; k2 < G; ++k2) {
+      a1 += pS[k2 * dv + j];
+      a2 += pL[k2 * dv + j];
+    }
+    pacc[j] = a1;
+    pla[j] = a2;
+  }
+  if (ns > 1) {
+    cluster_arrive();
+    cluster_wait();
+  } else {
+    __syncthreads();
+  }
+
+  // 5. the partials of the cluster's blocks meet: this block's columns of y, the statistics
+  if (outputs) {
+    // the partials of block q2 through generic addresses of its shared memory (ordinary loads,
+    // which the compiler batches)
+    auto rk = [&](const float* a, int q2) -> const float* {
+      return ns > 1 ? cooperative_groups::this_cluster().map_shared_rank(a, (unsigned)q2) : a;
+    };
+    float M = -INFINITY;
+#pragma unroll
+    for (int q2 = 0; q2 < 8; ++q2)
+      if (q2 < ns) M = fmaxf(M, rk(psc, q2)[0]);
+    // every block's weight exp(m_q - M); sums over the blocks in the same order everywhere
+    float Ls = 0.f, Dl = 0.f, nsum = 0.f, nlin = 0.f;
+    const int j = c0 + tid;
+    const bool has_j = tid < W;
+#pragma unroll
+    for (int q2 = 0; q2 < 8; ++q2)
+      if (q2 < ns) {
+        const float* sc2 = rk(psc, q2);
+        const float mq = sc2[0];
+        const float eq = mq == -INFINITY ? 0.f : expf(mq - M);
+        Ls += eq * sc2[1];
+        Dl += sc2[2];
+        if (has_j) {
+          nsum += eq * rk(pacc, q2)[j];
+          nlin += rk(pla, q2)[j];
+        }
+      }
+    const float dsw = live ? g_eff * Ls : 0.f, dla = live ? lam * Dl : 0.f;
+    const float den = dsw + dla;
+    if (p.y) {
+      T* yr = (T*)p.y + r * dv;
+      if (has_j) stf(yr + j, live && den != 0.f ? (g_eff * nsum + lam * nlin) / den : 0.f);
+      for (int j2 = j + kNT2; j2 < c0 + W; j2 += kNT2) {  // dv > 128 ns
+        float a1 = 0.f, a2 = 0.f;
+        for (int q2 = 0; q2 < ns; ++q2) {
+          const float mq = rk(psc, q2)[0];
+          a1 += (mq == -INFINITY ? 0.f : expf(mq - M)) * rk(pacc, q2)[j2];
+          a2 += rk(pla, q2)[j2];
+        }
+        stf(yr + j2, live && den != 0.f ? (g_eff * a1 + lam * a2) / den : 0.f);
+      }
+    }
+    if (tid == 0 && s == 0) {
+      if (p.c) p.c[r] = soft ? M : 0.f;
+      if (p.dsw) p.dsw[r] = dsw;
+      if (p.dla) p.dla[r] = dla;
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float4 smem4[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>(smem4);  // 16-byte aligned
+  const int d = p.d, dv = p.dv, F = p.F, C = p.C, ns = p.ns;
+  const Smem2 L(F, d, dv, C, (int)sizeof(T), ns, 1);
+  float *sq = reinterpret_cast<float*>(sm + L.q), *sfq = reinterpret_cast<float*>(sm + L.fq);
+  float *sz = reinterpret_cast<float*>(sm + L.z), *sfk = reinterpret_cast<float*>(sm + L.fk);
+  float *svj = reinterpret_cast<float*>(sm + L.vj), *sw = reinterpret_cast<float*>(sm + L.sw);
+  float *pacc = reinterpret_cast<float*>(sm + L.acc), *pla = reinterpret_cast<float*>(sm + L.la);
+  float* psc = reinterpret_cast<float*>(sm + L.sc);
+  ll* shdr = reinterpret_cast<ll*>(sm + L.hdr);
+
+  const int tid = threadIdx.x;
+  const int s = blockIdx.x % ns, it = blockIdx.x / ns;  // cluster rank = blockIdx.x % ns (1-d clusters)
+  const int r0 = s * L.rc, nr = max(0, min(L.rc, F - r0));
+  const int k0 = s * L.kc, nk = max(0, min(L.kc, C - k0));
+  const bool last = s == ns - 1;
+  const int W = dv / ns, c0 = s * W;  // this block's columns of y
+
+  const int mode = p.mode;
+  const bool outputs = p.outputs != 0;
+  const bool live = outputs && mode != kNone;
+  const bool soft_mode = live && (mode == kHybrid || mode == kSwa);
+  const bool do_la = live && (mode == kHybrid || mode == kLa) && F > 0;
+
+  // 1. bulk copies of everything of head `it` that does not depend on the position, into stage k
+  auto issue = [&](int it, int k) {
+    const int b = it / p.H, h = it - b * p.H, g = h / p.hpg;
+    const char* st = seq_state(p, b);
+    unsigned char* base = sm + k * L.stg;
+    const uint32_t bar = sm_u32(base + L.bar);
+    const uint32_t bS = (uint32_t)(nr * dv * 4);
+    const uint32_t bK = soft_mode ? (uint32_t)(nk * d * sizeof(T)) : 0u, bV = soft_mode ? (uint32_t)(nk * dv * sizeof(T)) : 0u;
+    mb_expect_tx(bar, bS + bK + bV);
+    if (bS) bulk_load(sm_u32(base + L.S), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + r0) * dv, bS, bar);
+    if (bK) bulk_load(sm_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + ((ll)g * C + k0) * d, bK, bar);
+    if (bV) bulk_load(sm_u32(base + L.V), reinterpret_cast<const T*>(st + p.owv) + ((ll)g * C + k0) * dv, bV, bar);
+  };
+  if (tid == 0) {
+    mb_init(sm_u32(sm + L.bar), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    issue(it, 0);
+  }
+  const int stage = 0;
+  const uint32_t parity = 0;
+  unsigned char* sbase = sm + stage * L.stg;
+  float* sS = reinterpret_cast<float*>(sbase + L.S);
+  T* sK = reinterpret_cast<T*>(sbase + L.K);
+  T* sV = reinterpret_cast<T*>(sbase + L.V);
+  float *pS = reinterpret_cast<float*>(sm + stage * L.stg + L.pS), *pL = reinterpret_cast<float*>(sm + stage * L.stg + L.pL);
+  const uint32_t bar = sm_u32(sbase + L.bar);
+  const int b = it / p.H, h = it - b * p.H, g = h / p.hpg;
+  char* st = seq_state(p, b);
+  ll* hdr = reinterpret_cast<ll*>(st);
+  float* Sg = reinterpret_cast<float*>(st + p.oS) + ((ll)h * F + r0) * dv;
+  float* zg = reinterpret_cast<float*>(st + p.oz) + (ll)h * F + r0;
+  const T* vring = reinterpret_cast<const T*>(st + p.owv) + (ll)g * C * dv;
+  const T* fkring = reinterpret_cast<const T*>(st + p.owfk) + (ll)h * C * F;
+
+  // the header, q, this block's rows of fq and z, gamma / keep, the new token
+  const ll r = (ll)b * p.H + h;  // row of (b, h) in the packed single-token layout
+  float gam = 0.f, kp = 1.f;
+  if (live) {
+    gam = p.gamma[h];
+    if (p.keep) kp = p.keep[r];
+  }
+  const bool kv_writer = h % p.hpg == 0;  // the group's first q head copies the kv token
+  const int ie = s * kNT2 + tid;           // fk / k / v element this thread copies into the rings
+  const T* fk_in = (const T*)p.fk + r * F;
+  const T* k_in = (const T*)p.k + ((ll)b * p.Hkv + g) * d;
+  const T* v_in = (const T*)p.v + ((ll)b * p.Hkv + g) * dv;
+  const bool c_fk = ie < F, c_k = kv_writer && ie < d, c_v = kv_writer && ie < dv;
+  T t_fk{}, t_k{}, t_v{};
+  if (c_fk) t_fk = fk_in[ie];
+  if (c_k) t_k = k_in[ie];
+  if (c_v) t_v = v_in[ie];
+  const bool new_kv = soft_mode && last;  // the new token is the last block's extra key
+  for (int e = tid; e < max(max(d, dv), max(nr, 12)); e += kNT2) {
+    float a1 = 0.f, a2 = 0.f, a3 = 0.f;
+    T a5{}, a6{};
+    ll a4 = 0;
+    if (live && e < d) a1 = ldf((const T*)p.q + r * d + e);
+    if (do_la && e < nr) a2 = ldf((const T*)p.fq + r * F + r0 + e);
+    if (e < nr) a3 = zg[e];
+    if (e < 12) a4 = hdr[e];
+    if (new_kv && e < d) a5 = k_in[e];
+    if (new_kv && e < dv) a6 = v_in[e];
+    if (e < d) sq[e] = a1;
+    if (e < nr) { sfq[e] = a2; sz[e] = a3; }
+    if (e < 12) shdr[e] = a4;
+    if (new_kv && e < d) sK[(ll)nk * d + e] = a5;
+    if (new_kv && e < dv) sV[(ll)nk * dv + e] = a6;
+  }
+  __syncthreads();
+  int bad = shdr[0] != kHybridDecodeMagic || shdr[1] != kHybridDecodeVersion || shdr[2] < 0;
+  for (int i = 0; i < 9; ++i) bad |= shdr[3 + i] != p.want[i];
+  if (bad) {  // not a state of this config: leave it alone, poison this block's outputs
+    mb_wait(bar, parity);  // the copies land before the stage is reused or the block leaves
+    if (outputs) {
+      if (p.y) for (int j = tid; j < W; j += kNT2) stf((T*)p.y + r * dv + c0 + j, NAN);
+      if (tid == 0 && s == 0) {
+        if (p.c) p.c[r] = NAN;
+        if (p.dsw) p.dsw[r] = NAN;
+        if (p.dla) p.dla[r] = NAN;
+      }
+    }
+    return;  // every block of the cluster sees the same header: none waits at a barrier
+  }
+  const ll n = shdr[2];
+  // The last block of the sequence to have read the header advances the position, right away:
+  // nobody reads it again in this call, and a counter at the end would wait for the block's
+  // stores to drain (the fence) on its critical path.
+  if (tid == 0) {
+    __threadfence();
+    const unsigned old = atomicInc(reinterpret_cast<unsigned*>(hdr + 12), (unsigned)(p.H * ns - 1));
+    if (old == (unsigned)(p.H * ns - 1)) hdr[2] = n + 1;
+  }
+  const ll j0 = n + 1 - p.w;                          // Lin(n + 1) \ Lin(n) = {j0} when j0 >= 0
+  const bool fold = F > 0 && j0 >= 0;
+  const float g_eff = live ? (mode == kSwa ? kp : gam * kp) : 0.f;
+  const float lam = live && p.affine ? 1.f - gam : 1.f;
+
+  // 2. the fold's fk rows and value (w = 1: the new token itself), held until the copies land
+  float f1 = 0.f, v1 = 0.f;
+  if (fold) {
+    const T* fsrc = j0 >= n ? fk_in : fkring + (j0 % C) * F;
+    const T* vsrc = j0 >= n ? v_in : vring + (j0 % C) * dv;
+    if (tid < nr) f1 = ldf(fsrc + r0 + tid);
+    if (tid < dv) v1 = ldf(vsrc + tid);
+    for (int e = tid + kNT2; e < max(nr, dv); e += kNT2) {
+      if (e < nr) sfk[e] = ldf(fsrc + r0 + e);
+      if (e < dv) svj[e] = ldf(vsrc + e);
+    }
+  }
+  // the new token enters the rings (slot n % C held n - C: outside every window and fold of n)
+  {
+    const ll slot = n % C;
+    const bool sink = n < p.NS;
+    T* wfk = reinterpret_cast<T*>(st + p.owfk) + ((ll)h * C + slot) * F;
+    T* wk = reinterpret_cast<T*>(st + p.owk) + ((ll)g * C + slot) * d;
+    T* wv = reinterpret_cast<T*>(st + p.owv) + ((ll)g * C + slot) * dv;
+    T* sk = reinterpret_cast<T*>(st + p.osk) + ((ll)g * p.NS + (sink ? n : 0)) * d;
+    T* svv = reinterpret_cast<T*>(st + p.osv) + ((ll)g * p.NS + (sink ? n : 0)) * dv;
+    if (c_fk) wfk[ie] = t_fk;
+    if (c_k) {
+      wk[ie] = t_k;
+      if (sink) sk[ie] = t_k;
+    }
+    if (c_v) {
+      wv[ie] = t_v;
+      if (sink) svv[ie] = t_v;
+    }
+    for (int e = ie + ns * kNT2; e < F; e += ns * kNT2) wfk[e] = fk_in[e];
+    if (kv_writer) {
+      for (int e = ie + ns * kNT2; e < d; e += ns * kNT2) {
+        const T t = k_in[e];
+        wk[e] = t;
+        if (sink) sk[e] = t;
+      }
+      for (int e = ie + ns * kNT2; e < dv; e += ns * kNT2) {
+        const T t = v_in[e];
+        wv[e] = t;
+        if (sink) svv[e] = t;
+      }
+    }
+  }
+  mb_wait(bar, parity);
+
+  FusedHead<T> fh;
+  fh.sS = sS; fh.sq = sq; fh.sfq = sfq; fh.sz = sz; fh.sfk = sfk; fh.svj = svj; fh.sw = sw;
+  fh.pS = pS; fh.pL = pL; fh.pacc = pacc; fh.pla = pla; fh.psc = psc; fh.sK = sK; fh.sV = sV;
+  fh.Sg = Sg; fh.zg = zg; fh.n = n; fh.r = r; fh.g_eff = g_eff; fh.lam = lam; fh.f1 = f1; fh.v1 = v1;
+  fh.s = s; fh.ns = ns; fh.r0 = r0; fh.nr = nr; fh.k0 = k0; fh.nk = nk; fh.W = W; fh.c0 = c0;
+  fh.live = live; fh.outputs = outputs; fh.soft_mode = soft_mode; fh.do_la = do_la; fh.new_kv = new_kv;
+  fused_head<T>(p, fh);  // 3. - 5.
+  // 6. no block leaves while another may still read its shared memory
+  if (ns > 1) {
+    cluster_arrive();
+    cluster_wait();
+  }
+#endif
+}
+
 // Prefill without outputs ------------------------------------------------------------------------
 
 // Zeroes the states of the batch and writes their headers with position `pos`.
@@ -1267,6 +1742,64 @@ void launch_step1(const DP& k, int KR, int variant, DType dt, const Caps& c, cud
   }
 }
 
+// Fused kernel: dynamic shared memory bytes for ns blocks per head, or 0 where it cannot run.
+size_t fused_bytes(const DP& k, int ns, int E, const Caps& c) {
+  if (c.major < 9 || ns < 1 || ns > 8) return 0;
+  if (k.geom != 0 || !(k.mode == kHybrid || k.mode == kSwa || k.mode == kLa || k.mode == kNone)) return 0;
+  if (k.d % 4 || (k.d * E) % 16 || k.dv % 4 || (k.dv * E) % 16 || k.dv / 4 > kNT2 || k.dv % ns) return 0;
+  if ((ll)k.B * k.H * ns >= (1LL << 31)) return 0;
+  const int total = Smem2(k.F, k.d, k.dv, k.C, E, ns, 1).total;
+  return (size_t)total <= (size_t)c.optin ? (size_t)total : 0;
+}
+
+// Blocks per head of the fused kernels: 2, doubled while twice the grid still fits the SMs
+// (small batches: latency). Measured on an H200 (bf16, H = 32, d = F = dv = 128, w = 64,
+// one head per cluster): 2 beat 1 by 2-6% and 4 by 40-60% at B = 16..256 (4 leave the
+// registers 4 blocks per SM: half the bytes in flight); at B = 1, 4 beat 2 and 8 by 3-8%.
+// One head per cluster: a persistent two-stage variant (a cluster walking several heads, fetching
+// the next head's data during the current one) measured 35-50% slower on an H200 at B = 16..256
+// (two resident blocks per SM with one stage each in flight, against four blocks per SM with all
+// of their copies in flight), so it did not ship.
+int choose_fused(const DP& k, int E, const Caps& c) {
+  int ns = fused_bytes(k, 2, E, c) ? 2 : 1;
+  while (ns < 8 && (ll)k.B * k.H * 2 * ns <= c.sms && fused_bytes(k, 2 * ns, E, c)) ns *= 2;
+  while (ns > 1 && !fused_bytes(k, ns, E, c)) ns /= 2;
+  return fused_bytes(k, ns, E, c) ? ns : 0;
+}
+
+template <class T>
+void launch_fused_t(const DP& k, size_t bytes, cudaStream_t st) {
+  void (*kern)(DP) = step2_kernel<T>;
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  // as many blocks per SM as shared memory allows: the bytes in flight are what sets the speed
+  check(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared),
+        "carveout attribute");
+  const ll clusters = (ll)k.B * k.H;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(clusters * k.ns));
+  cfg.blockDim = dim3(kNT2);
+  cfg.dynamicSmemBytes = bytes;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = (unsigned)k.ns;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = k.ns > 1 ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kern, k), "step kernel (fused)");
+}
+
+void launch_fused(const DP& k, size_t bytes, DType dt, cudaStream_t st) {
+  switch (dt) {
+    case DType::F32: launch_fused_t<float>(k, bytes, st); break;
+    case DType::BF16: launch_fused_t<__nv_bfloat16>(k, bytes, st); break;
+    case DType::F16: launch_fused_t<__half>(k, bytes, st); break;
+    default: fail("unsupported dtype");
+  }
+}
+
 template <class T>
 void launch_build_t(const DP& k, ll T0, ll J, cudaStream_t st) {
   if (k.F > 0 && J > 0) {
@@ -1353,6 +1886,18 @@ void hybrid_decode_step_cuda(const HybridDecodeStepParams& p, void* stream) {
   const bool single = p.cu_seqlens ? p.cu_seqlens[p.batch] == p.batch : p.tokens_per_seq == 1;
   if (single && p.splits >= 0) {
     const Caps caps = device_caps();
+    if (p.variant == 0 || p.variant == 3) {  // the fused kernel where it runs
+      const int E = (int)dtype_size(p.config.dtype);
+      const int ns = p.splits > 0 ? (fused_bytes(k, (int)p.splits, E, caps) ? (int)p.splits : 0) : choose_fused(k, E, caps);
+      if (ns > 0) {
+        k.ns = ns;
+        k.W = k.dv / ns;
+        k.per_seq = 1;
+        DeviceIndex index(p.slots, nullptr, p.batch, st, k);
+        launch_fused(k, fused_bytes(k, ns, E, caps), p.config.dtype, st);
+        return;
+      }
+    }
     const int ns = choose_splits(k, (int)p.splits, caps);
     if (ns > 0) {
       k.ns = ns;
