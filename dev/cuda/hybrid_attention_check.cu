@@ -13,9 +13,11 @@
 //        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
 //        --no-bwd-time: skip backward timing. Build with -DHA_FAST_TIMING for a per-kernel breakdown
-//        of the fast forward and a sweep of its state-segment setting, and of the fast backward with
-//        and without its bulk state stores and staged output stores (--bwd-bulk 0|1 and
-//        --bwd-stage-out 0|1 pick what the sweeps use; default 1).
+//        of the fast forward (two-kernel and fused forward timed side by side, extra fast cases
+//        walked in one segment, --fused N: the forward the sweep uses, 0 two-kernel, 1 fused with
+//        expf, 2 the same with the bar.arrive handoff, 3 fused with ex2.approx = what non-dev
+//        builds run, the default) and of the fast backward with and without its bulk state stores
+//        and staged output stores (--bwd-bulk 0|1 and --bwd-stage-out 0|1, default 1).
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -32,6 +34,9 @@
 #include "ops/hybrid_attention/ha_common.cuh"
 #include "ops/hybrid_attention/hybrid_attention.h"
 
+#ifdef HA_FAST_TIMING
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused; } }
+#endif
 using namespace ha;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(2); } } while (0)
 
@@ -506,6 +511,16 @@ static void fast_sweep(std::mt19937_64& rng) {
     cs.push_back({1, 2, 1, 300, 64, 64, 64, 64, 8, 2, 0, 0, 0, dt});
   }
   for (auto& c : cs) fast_case(c, rng);
+#ifdef HA_FAST_TIMING
+  // one segment per head: the fused kernel walks all chunks in one CTA (and the state walk too)
+  cuda_detail::g_fast_seg_mult = 0;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt}, rng);
+    fast_case({1, 2, 2, 1000, 128, 128, 128, 32, 8, 4, 1, 0, 0, dt}, rng);
+    fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
+  }
+  cuda_detail::g_fast_seg_mult = 4;
+#endif
   printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
   const char* dn[] = {"bf16", "f16"};
   for (int i = 0; i < 2; ++i)
@@ -521,6 +536,7 @@ static bool g_time_generic = false, g_no_bwd_time = false;
 #ifdef HA_FAST_TIMING
 namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult; } }
 #endif
+static int g_fused_sel = 3;  // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx (default)
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
   size_t nq = (size_t)B * H * T * d, nr = (size_t)B * H * T;
@@ -564,15 +580,17 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cudaMemPool_t pool; CK(cudaDeviceGetDefaultMemPool(&pool, 0));
     uint64_t thr = UINT64_MAX, zero = 0;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
-    for (int mult : {0, 1, 2, 4}) {
-      cuda_detail::g_fast_seg_mult = mult;
+    // before/after in the same run: the two-kernel path (state walk + main kernel) and the fused kernel
+    for (int fused : {0, 2, 1, 3}) {
+      cuda_detail::g_fast_fused = fused;
       float tr = bench([&] { hybrid_attention_forward_cuda(p, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms with the memory pool retained, seg_mult %d\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr, mult);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
+             fused == 0 ? "two-kernel" : fused == 1 ? "fused, expf" : fused == 2 ? "fused, expf, bar.arrive handoff" : "fused (ex2.approx)");
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_forward_cuda(p, st);
       cuda_detail::g_fast_timing = 0;
     }
-    cuda_detail::g_fast_seg_mult = 4;
+    cuda_detail::g_fast_fused = g_fused_sel;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &zero));
   }
 #endif
@@ -628,11 +646,15 @@ int main(int argc, char** argv) {
     else if (a == "--bwd-bulk" && i + 1 < argc) cuda_detail::g_bwd_bulk = atoi(argv[++i]);
     else if (a == "--bwd-stage-out" && i + 1 < argc) cuda_detail::g_bwd_stage_out = atoi(argv[++i]);
 #endif
+    else if (a == "--fused" && i + 1 < argc) g_fused_sel = atoi(argv[++i]);
     else if (a == "--fixtures" && i + 1 < argc) fxdir = argv[++i];
   }
   int ndev = 0;
   bool gpu = cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0;
   if (gpu) { cudaDeviceProp pr; CK(cudaGetDeviceProperties(&pr, 0)); printf("device: %s, %d SMs, sm_%d%d\n", pr.name, pr.multiProcessorCount, pr.major, pr.minor); }
+#ifdef HA_FAST_TIMING
+  cuda_detail::g_fast_fused = g_fused_sel;
+#endif
   std::mt19937_64 rng(1234);
   check_reference_on_fixtures(fxdir, rng, gpu);
   if (!gpu) { printf("no GPU: reference checks only. failures: %d\n", g_fail); return g_fail ? 1 : 0; }

@@ -17,6 +17,10 @@
 //        O = (coef_w P + A) V + FQ R_c;  den_swa = gamma_eff sum P, den_la = lambda (sum A + fq.z);
 //        y = lambda-scaled O / (den_swa + den_la) (0 where the denominator is not > 0).
 //      Statistics are written exactly as the generic path writes them.
+// Modes with an LA branch run both steps fused in one kernel instead (fused_fwd_kernel below: the
+// state stays on chip, R_c never goes to HBM) where the card has the shared memory (sm_90: 227 KB);
+// swa and cards with less shared memory run the two kernels. The backward still calls the state
+// pass alone (launch_fast_states).
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -446,10 +450,440 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// Fused forward (Hopper-sized shared memory, one CTA per SM): the state walk runs inside the
+// attention kernel, so R_c never goes to HBM. grid (segments, B*H), 256 threads:
+//   warps 0-3 (attention): rows 64c + 16w + [0, 16) of chunk c, exactly as fast_fwd_kernel's steps
+//     1-3 and 5 (window S/P, intra-chunk A, (coef P + A) V, normalise and write);
+//   warps 4-7 (state): hold R^T (dv x F, fp32) in registers, warp s owning dv columns
+//     [sD/4, (s+1)D/4). The accumulator layout of R^T = V^T FK is the mma B-fragment layout of
+//     R, so FQ R_c is computed straight from the registers (rounded to bf16 as the two-kernel
+//     path stores R_c) into X (fp32, chunk rows x dv), and fq . z_c (fp32, SIMT) into xden; then
+//     R_{c+1} = R_c + FK_{c-1}^T V_{c-1} and z_{c+1} = z_c + sum fk from the tiles already here.
+// Each input row is loaded once per CTA: K/V/FK live in a 3-slot ring (chunks c-1, c, and c+1 in
+// flight), Q/FQ in one slot each, reloaded for c+1 as soon as both roles are done with them
+// (named barrier 1, after the attention warps' S and A and the state warps' FQ R_c; the state
+// warps then update R while the attention warps run P V). Sequence-parallel segments when
+// B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1} = part[s]
+// (the two-kernel path's segment sums + exclusive scan).
+template <class T, int D>
+__device__ __forceinline__ void load_chunk_rows(T* dst, const T* src, int r0, int T_, int tid, int nthr) {
+  constexpr int CPR = D / 8;
+  for (int i = tid; i < kC * CPR; i += nthr) {
+    const int r = i / CPR, cc = i - r * CPR, gr = r0 + r;
+    const bool ok = gr >= 0 && gr < T_;
+    cp_async16(smem_u32(dst + r * (D + 8) + cc * 8), ok ? src + (int64_t)gr * D + cc * 8 : src, ok);
+  }
+}
+__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+template <class T, int D>
+constexpr size_t fused_smem_bytes() {
+  // 3-slot K, V, FK rings + Q + FQ (16-bit, row stride D + 8), X (fp32, stride D + 8), xden, z x 2
+  return sizeof(T) * 11 * kC * (D + 8) + sizeof(float) * ((size_t)kC * (D + 8) + kC + 2 * D);
+}
+
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// EX2: P = 2^(x log2 e - c log2 e) (ex2.approx: one FFMA + MUFU) instead of the accurate expf
+// (~8 instructions; the attention warps are issue-bound). Non-dev builds use EX2 = true only.
+// `arrive` (dev builds only) lets the state warps bar.arrive instead of bar.sync at barrier 1.
+template <class T, int D, bool EX2>
+__global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int arrive, const float* __restrict__ part) {
+  constexpr int LDS = D + 8, TILE = kC * LDS, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
+  constexpr int XLD = D + 8;    // fp32 row stride of X: float2 accesses of a half-warp hit 32 banks
+  constexpr int SMT = D / 64;   // state warp: m-tiles (16 dv columns) of R^T
+  constexpr int SNO = D / 32;   // state warp: 8-column n-tiles of FQ R
+  extern __shared__ __align__(16) unsigned char smraw[];
+  T* Ks = reinterpret_cast<T*>(smraw);
+  T* Vs = Ks + 3 * TILE;
+  T* FKs = Vs + 3 * TILE;
+  T* Qs = FKs + 3 * TILE;
+  T* FQs = Qs + TILE;
+  float* X = reinterpret_cast<float*>(FQs + TILE);
+  float* xden = X + kC * XLD;
+  float* zs = xden + kC;
+  const int s = blockIdx.x, bh = blockIdx.y;
+  const int b = bh / p.H, h = bh % p.H, hk = h / p.group;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int T_ = p.T;
+  const int nch = (T_ + kC - 1) / kC;
+  const int lo = s == 0 ? 0 : s * G + 1, hi = s == nseg - 1 ? nch : (s + 1) * G + 1;
+  const T* q = (const T*)p.q + (int64_t)bh * T_ * D;
+  const T* k = (const T*)p.k + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* v = (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
+  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
+  const T* fk = (const T*)p.fk + (int64_t)bh * T_ * D;
+  T* y = (T*)p.y + (int64_t)bh * T_ * D;
+
+  const float gw = coef_win(p, b, h), gl = coef_la(p, h);
+  const bool win = mode_has_window(p.mode) && gw > 0.f;
+  const bool la = mode_has_la(p.mode) && gl != 0.f;
+  auto slot = [](int m) { return (m + 3) % 3; };  // ring slot of chunk m >= -1
+  auto load_kvf = [&](int m, int i0, int n) {
+    const int o = slot(m) * TILE;
+    if (win) load_chunk_rows<T, D>(Ks + o, k, m * kC, T_, i0, n);
+    load_chunk_rows<T, D>(Vs + o, v, m * kC, T_, i0, n);
+    load_chunk_rows<T, D>(FKs + o, fk, m * kC, T_, i0, n);
+  };
+  auto load_qf = [&](int m, int i0, int n) {
+    if (win) load_chunk_rows<T, D>(Qs, q, m * kC, T_, i0, n);
+    load_chunk_rows<T, D>(FQs, fq, m * kC, T_, i0, n);
+  };
+  if (lo >= 1) load_kvf(lo - 1, tid, 256);
+  load_kvf(lo, tid, 256);
+  load_qf(lo, tid, 256);
+  cp_commit();
+
+  if (warp < 4) {
+    // ================= attention warps =================
+    const float cw = la ? gw / gl : gw;  // P enters with gamma_eff / lambda when LA is on
+    const float oscale = la ? gl : 1.f;
+    for (int c = lo; c < hi; ++c) {
+      cp_wait<0>();
+      __syncthreads();  // chunk c landed; everyone is done with chunk c-1 (slot c-2 and X are free)
+      if (c + 1 < hi) load_kvf(c + 1, tid, 256);
+      cp_commit();
+      const int row0 = c * kC, key0 = row0 - kC;
+      const int rlast = min(T_, row0 + kC) - 1;
+      bool s_act[2], a_act[2], v_act[2];
+      s_act[0] = win && c > 0 && win_lo(p, row0) < row0;
+      s_act[1] = win;
+      a_act[0] = la && c > 0 && la_end(p, rlast) > key0;
+      a_act[1] = la && la_end(p, rlast) > row0;
+      v_act[0] = s_act[0] || a_act[0];
+      v_act[1] = s_act[1] || a_act[1];
+      const bool la_any = a_act[0] || a_act[1];
+      const T* Kh[2] = {Ks + slot(c - 1) * TILE, Ks + slot(c) * TILE};
+      const T* Vh[2] = {Vs + slot(c - 1) * TILE, Vs + slot(c) * TILE};
+      const T* Fh[2] = {FKs + slot(c - 1) * TILE, FKs + slot(c) * TILE};
+      const int na = row0 + warp * 16 + g, nb = na + 8;
+      const bool va = na < T_, vb = nb < T_;
+
+      float pc[NT][4];
+#pragma unroll
+      for (int i = 0; i < NT; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
+      float mx_a = 0.f, mx_b = 0.f, sw_a = 0.f, sw_b = 0.f, sl_a = 0.f, sl_b = 0.f;
+      // ---- 1. window: S = Q K^T, mask, row max, P = exp(S - c)
+      if (win) {
+        const T* Qw = Qs + warp * 16 * LDS;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+          uint32_t qa[4];
+          ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            if (!s_act[hh]) continue;
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+              uint32_t kf[4];
+              ldsm_x4(kf, smem_u32(Kh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+              mma16816<T>(pc[hh * 8 + np * 2], qa, kf[0], kf[1]);
+              mma16816<T>(pc[hh * 8 + np * 2 + 1], qa, kf[2], kf[3]);
+            }
+          }
+        }
+        const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
+        const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
+        float ma = -INFINITY, mb = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (!s_act[nt / 8]) continue;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int j = key0 + nt * 8 + 2 * t + e;
+            float x = pc[nt][e] * p.scale;
+            x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
+            pc[nt][e] = x;
+            ma = fmaxf(ma, x);
+            float z = pc[nt][2 + e] * p.scale;
+            z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
+            pc[nt][2 + e] = z;
+            mb = fmaxf(mb, z);
+          }
+        }
+        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
+        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
+        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
+        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
+        mx_a = ma == -INFINITY ? 0.f : ma;
+        mx_b = mb == -INFINITY ? 0.f : mb;
+        constexpr float kL2E = 1.4426950408889634f;
+        const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (!s_act[nt / 8]) continue;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float pa, pb;
+            if constexpr (EX2) {
+              pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
+              pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
+            } else {
+              pa = expf(pc[nt][e] - mx_a);
+              pb = expf(pc[nt][2 + e] - mx_b);
+            }
+            sw_a += pa;
+            sw_b += pb;
+            pc[nt][e] = cw * pa;
+            pc[nt][2 + e] = cw * pb;
+          }
+        }
+        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
+        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
+        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
+        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
+      }
+      // ---- 2. LA inside chunks c-1, c: A = FQ FK^T masked to j < la_end(n)
+      if (la_any) {
+        const T* FQw = FQs + warp * 16 * LDS;
+        const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          if (!a_act[hh]) continue;
+          float a[8][4];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
+#pragma unroll
+          for (int ks = 0; ks < KS; ++ks) {
+            uint32_t fa[4];
+            ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+              uint32_t kf[4];
+              ldsm_x4(kf, smem_u32(Fh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+              mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
+              mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int j = key0 + hh * kC + i * 8 + 2 * t + e;
+              const float xa = j < le_a ? a[i][e] : 0.f, xb = j < le_b ? a[i][2 + e] : 0.f;
+              sl_a += xa;
+              sl_b += xb;
+              pc[hh * 8 + i][e] += xa;
+              pc[hh * 8 + i][2 + e] += xb;
+            }
+          }
+        }
+        sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
+        sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
+        sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
+        sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
+      }
+      // Q and FQ are done here (the state warps arrive once their FQ R_c and fq . z are in X):
+      // fetch chunk c+1's into the same slots while P V runs.
+      named_bar_sync(1, 256);
+      if (c + 1 < hi) load_qf(c + 1, tid, 128);
+      cp_commit();
+      // ---- 3. O = (coef P + A) V
+      float o[ND][4];
+#pragma unroll
+      for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!v_act[hh]) continue;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const int n0 = hh * 8 + kk * 2;
+          uint32_t pa[4];
+          pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
+          pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
+          pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
+          pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
+          const T* vrow = Vh[hh] + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int np = 0; np < ND / 2; ++np) {
+            uint32_t vf[4];
+            ldsm_x4_t(vf, smem_u32(vrow + np * 16));
+            mma16816<T>(o[2 * np], pa, vf[0], vf[1]);
+            mma16816<T>(o[2 * np + 1], pa, vf[2], vf[3]);
+          }
+        }
+      }
+      // ---- 4. inter-chunk LA from the state warps: O += FQ R_c, den_la += fq . z_c
+      float* Xa = X + (warp * 16 + g) * XLD;
+      if (la) {
+#pragma unroll
+        for (int nt = 0; nt < ND; ++nt) {
+          const float2 xa = *reinterpret_cast<const float2*>(Xa + nt * 8 + 2 * t);
+          const float2 xb = *reinterpret_cast<const float2*>(Xa + 8 * XLD + nt * 8 + 2 * t);
+          o[nt][0] += xa.x;
+          o[nt][1] += xa.y;
+          o[nt][2] += xb.x;
+          o[nt][3] += xb.y;
+        }
+        sl_a += xden[warp * 16 + g];
+        sl_b += xden[warp * 16 + g + 8];
+      }
+      // ---- 5. normalise, write y (staged through this warp's own rows of X) and the statistics
+      const float dsw_a = win ? gw * sw_a : 0.f, dsw_b = win ? gw * sw_b : 0.f;
+      const float dla_a = la ? gl * sl_a : 0.f, dla_b = la ? gl * sl_b : 0.f;
+      const float den_a = dsw_a + dla_a, den_b = dsw_b + dla_b;
+      const float ia = den_a > 0.f ? oscale / den_a : 0.f, ib = den_b > 0.f ? oscale / den_b : 0.f;
+      __syncwarp();
+      T* Ow = reinterpret_cast<T*>(X + warp * 16 * XLD);  // row stride 2 * XLD elements
+#pragma unroll
+      for (int nt = 0; nt < ND; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        *reinterpret_cast<uint32_t*>(Ow + g * 2 * XLD + col) = pack2<T>(o[nt][0] * ia, o[nt][1] * ia);
+        *reinterpret_cast<uint32_t*>(Ow + (g + 8) * 2 * XLD + col) = pack2<T>(o[nt][2] * ib, o[nt][3] * ib);
+      }
+      __syncwarp();
+      constexpr int CPR = D / 8;
+#pragma unroll
+      for (int i = lane; i < 16 * CPR; i += 32) {
+        const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
+        if (n < T_)
+          *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * 2 * XLD + cc * 8);
+      }
+      if (t == 0) {
+        const int64_t base = (int64_t)bh * T_;
+        if (va) {
+          p.c[base + na] = win ? mx_a : 0.f;
+          p.den_swa[base + na] = dsw_a;
+          p.den_la[base + na] = dla_a;
+        }
+        if (vb) {
+          p.c[base + nb] = win ? mx_b : 0.f;
+          p.den_swa[base + nb] = dsw_b;
+          p.den_la[base + nb] = dla_b;
+        }
+      }
+    }
+  } else {
+    // ================= state warps =================
+    const int ws = warp - 4, sid = tid - 128, cb = ws * (D / 4);
+    float r[SMT][ND][4];  // R^T: rows (dv) cb + 16 mt + g (+8), columns (f) 8 nt + 2t (+1)
+    float zr = 0.f;       // z[sid] (sid < D)
+    if (s > 0) {
+      const float* src = part + ((int64_t)bh * nseg + s) * ((int64_t)D * D + D);
+#pragma unroll
+      for (int mt = 0; mt < SMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < ND; ++nt) {
+          const int col = cb + mt * 16 + g, f = nt * 8 + 2 * t;
+          r[mt][nt][0] = src[(int64_t)f * D + col];
+          r[mt][nt][1] = src[(int64_t)(f + 1) * D + col];
+          r[mt][nt][2] = src[(int64_t)f * D + col + 8];
+          r[mt][nt][3] = src[(int64_t)(f + 1) * D + col + 8];
+        }
+      if (sid < D) zr = src[(int64_t)D * D + sid];
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < SMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < ND; ++nt) r[mt][nt][0] = r[mt][nt][1] = r[mt][nt][2] = r[mt][nt][3] = 0.f;
+    }
+    if (sid < D) zs[(lo & 1) * D + sid] = zr;
+    for (int c = lo; c < hi; ++c) {
+      cp_wait<0>();
+      __syncthreads();
+      if (c + 1 < hi) load_kvf(c + 1, tid, 256);
+      cp_commit();
+      if (la) {
+        // FQ R_c into X: rows 16 mt + g (+8), columns cb + 8j + 2t (+1)
+#pragma unroll
+        for (int mt = 0; mt < kC / 16; ++mt) {
+          float ol[SNO][4];
+#pragma unroll
+          for (int j = 0; j < SNO; ++j) ol[j][0] = ol[j][1] = ol[j][2] = ol[j][3] = 0.f;
+#pragma unroll
+          for (int ks = 0; ks < KS; ++ks) {
+            uint32_t fa[4];
+            ldsm_x4(fa, smem_u32(FQs + (mt * 16 + (lane & 15)) * LDS + ks * 16 + (lane >> 4) * 8));
+            // f16 fq meets the bf16 state as bf16 (as the two-kernel path's hi part)
+            if constexpr (!std::is_same<T, __nv_bfloat16>::value)
+#pragma unroll
+              for (int i = 0; i < 4; ++i) fa[i] = h2_to_bf2(fa[i]);
+#pragma unroll
+            for (int j = 0; j < SNO; ++j) {
+              const int m2 = j >> 1, e = (j & 1) * 2;
+              const uint32_t b0 = pack2<__nv_bfloat16>(r[m2][2 * ks][e], r[m2][2 * ks][e + 1]);
+              const uint32_t b1 = pack2<__nv_bfloat16>(r[m2][2 * ks + 1][e], r[m2][2 * ks + 1][e + 1]);
+              mma16816<__nv_bfloat16>(ol[j], fa, b0, b1);
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < SNO; ++j) {
+            float* xr = X + (mt * 16 + g) * XLD + cb + j * 8 + 2 * t;
+            *reinterpret_cast<float2*>(xr) = make_float2(ol[j][0], ol[j][1]);
+            *reinterpret_cast<float2*>(xr + 8 * XLD) = make_float2(ol[j][2], ol[j][3]);
+          }
+        }
+        // fq . z_c (fp32): two threads per row
+        {
+          const int row = sid >> 1, half = sid & 1;
+          const T* fr = FQs + row * LDS + half * (D / 2);
+          const float* zz = zs + (c & 1) * D + half * (D / 2);
+          float acc = 0.f;
+#pragma unroll
+          for (int i = 0; i < D / 2; i += 8) {
+            const uint4 u = *reinterpret_cast<const uint4*>(fr + i);
+            const float4 z0 = *reinterpret_cast<const float4*>(zz + i), z1 = *reinterpret_cast<const float4*>(zz + i + 4);
+            const float2 f0 = unpack2<T>(u.x), f1 = unpack2<T>(u.y), f2 = unpack2<T>(u.z), f3 = unpack2<T>(u.w);
+            acc += f0.x * z0.x + f0.y * z0.y + f1.x * z0.z + f1.y * z0.w + f2.x * z1.x + f2.y * z1.y + f3.x * z1.z + f3.y * z1.w;
+          }
+          acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+          if (half == 0) xden[row] = acc;
+        }
+      }
+      // X, xden written, FQ read. A full barrier (bar.sync: the state warps then wait for the
+      // attention warps' S and A, and update R during P V): with bar.arrive, compute-sanitizer's
+      // racecheck flags the FQ reload that follows in the attention warps (dev builds: arrive = 1)
+      if (arrive) named_bar_arrive(1, 256);
+      else named_bar_sync(1, 256);
+      if (c + 1 >= hi) continue;  // R_{c+1} is not read by this CTA
+      if (c >= 1) {
+        // R_{c+1} = R_c + FK_{c-1}^T V_{c-1}, z_{c+1} = z_c + sum fk (chunk c-1's tiles are still here)
+        const T* FKp = FKs + slot(c - 1) * TILE;
+        const T* Vp = Vs + slot(c - 1) * TILE;
+#pragma unroll
+        for (int kk = 0; kk < kC / 16; ++kk) {
+          uint32_t a[SMT][4];
+#pragma unroll
+          for (int mt = 0; mt < SMT; ++mt)
+            ldsm_x4_t(a[mt], smem_u32(Vp + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + cb + mt * 16 + ((lane >> 3) & 1) * 8));
+          const T* frow = FKp + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int np = 0; np < ND / 2; ++np) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, smem_u32(frow + np * 16));
+#pragma unroll
+            for (int mt = 0; mt < SMT; ++mt) {
+              mma16816<T>(r[mt][2 * np], a[mt], bf[0], bf[1]);
+              mma16816<T>(r[mt][2 * np + 1], a[mt], bf[2], bf[3]);
+            }
+          }
+        }
+        if (sid < D) {
+          float zsum = 0.f;
+#pragma unroll 8
+          for (int j = 0; j < kC; ++j) zsum += ldf(FKp + j * LDS + sid);
+          zr += zsum;
+        }
+      }
+      if (sid < D) zs[((c + 1) & 1) * D + sid] = zr;
+    }
+  }
+  cp_wait<0>();
+}
+
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 int g_fast_timing = 0;   // dev builds only: print a per-kernel breakdown of the next calls
 int g_fast_seg_mult = 4;  // dev builds only: state segments target g_fast_seg_mult * SMs blocks
+                          // (0: one segment, also for the fused kernel)
+int g_fast_fused = 3;     // dev builds only: 0 two-kernel path, 1 fused with expf, 2 the same with the
+                          // bar.arrive handoff, 3 fused with ex2.approx (what non-dev builds run)
 namespace fast {
 #endif
 
@@ -555,6 +989,94 @@ void run_fast(const KP& p, cudaStream_t st) {
   if (rec) check(cudaFreeAsync(rec, st), "fast workspace free");
 }
 
+// Largest dynamic shared memory one block may opt into (227 KB on sm_90, less on sm_80/86/89).
+inline int max_smem_optin() {
+  static int v = -1;
+  if (v < 0) {
+    int dev = 0, x = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&x, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess)
+      v = x;
+    else { cudaGetLastError(); v = 0; }
+  }
+  return v;
+}
+
+// Fused forward for the modes with an LA branch, where the card has the shared memory for it;
+// returns false otherwise (the two-kernel path runs). One CTA per SM: with B*H below the SM
+// count, floor(SMs / B*H) segments per head so that every SM walks one.
+template <class T, int D>
+bool run_fused(const KP& p, cudaStream_t st) {
+  constexpr int LDS = D + 8;
+  constexpr size_t smem = fused_smem_bytes<T, D>();
+  if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
+  int want = 0, arrive = 0;
+#ifdef HA_FAST_TIMING
+  if (!g_fast_fused) return false;
+  arrive = g_fast_fused == 2;
+  const bool ex2 = g_fast_fused == 3;  // non-dev builds: always (6% faster, same sweep errors, H200)
+  if (g_fast_seg_mult == 0) want = 1;
+#endif
+  const int BH = p.B * p.H;
+  const int nch = (p.T + kC - 1) / kC, M = nch - 1;
+  if (want == 0) want = std::max(1, sm_count() / BH);
+  int G = std::max(1, M), nseg = 1;
+  if (want > 1 && M >= 4) {
+    G = std::max(2, (M + want - 1) / want);
+    nseg = (M + G - 1) / G;
+  }
+  cudaEvent_t ev[3] = {};
+#ifdef HA_FAST_TIMING
+  if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
+  if (ev[0]) check(cudaEventRecord(ev[0], st), "timing event");
+#endif
+  float* part = nullptr;
+  if (nseg > 1) {
+    // part[bh][s] = sum of chunks < s * G (segment sums + exclusive scan): CTA s's R_{sG+1}
+    const int64_t per = (int64_t)D * D + D;
+    ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
+    const size_t ssm = sizeof(T) * 4 * kC * LDS;
+    check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ssm),
+          "fast state smem");
+    fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, ssm, st>>>(
+        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr, nullptr);
+    check_launch("fast_state_sum");
+    launch_segment_scan(part, BH, nseg, per, +1, st);
+  }
+  if (ev[1]) check(cudaEventRecord(ev[1], st), "timing event");
+#ifdef HA_FAST_TIMING
+  if (!ex2) {  // dev comparisons only: the accurate expf softmax
+    check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fused fwd smem");
+    fused_fwd_kernel<T, D, false><<<dim3(nseg, BH), 256, smem, st>>>(p, G, nseg, arrive, part);
+  } else
+#endif
+  {
+    check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+          "fused fwd smem");
+    fused_fwd_kernel<T, D, true><<<dim3(nseg, BH), 256, smem, st>>>(p, G, nseg, arrive, part);
+  }
+  check_launch("fused_fwd");
+#ifdef HA_FAST_TIMING
+  if (g_fast_timing) {
+    check(cudaEventRecord(ev[2], st), "timing event");
+    check(cudaEventSynchronize(ev[2]), "timing event");
+    float a = 0, b = 0;
+    cudaEventElapsedTime(&a, ev[0], ev[1]);
+    cudaEventElapsedTime(&b, ev[1], ev[2]);
+    printf("  fused%s breakdown (%d segments of %d chunks): alloc+state sums+scan %.3f ms, fused kernel %.3f ms\n",
+           arrive ? " (arrive)" : ex2 ? " (ex2)" : "", nseg, G, a, b);
+    for (auto& e : ev) cudaEventDestroy(e);
+  }
+#endif
+  if (part) check(cudaFreeAsync(part, st), "fast workspace free");
+  return true;
+}
+
+template <class T, int D>
+void run_forward(const KP& p, cudaStream_t st) {
+  if (!run_fused<T, D>(p, st)) run_fast<T, D>(p, st);
+}
+
 }  // namespace fast
 
 // Where the fast path applies (forward and backward): bf16/f16, d = dv = F in {64, 128}, modes
@@ -583,11 +1105,11 @@ __nv_bfloat16* launch_fast_states(const KP& p, DType dt, cudaStream_t st, __nv_b
 bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st) {
   if (!fast_path_applies(p, dt)) return false;
   if (dt == DType::BF16) {
-    if (p.d == 128) fast::run_fast<__nv_bfloat16, 128>(p, st);
-    else fast::run_fast<__nv_bfloat16, 64>(p, st);
+    if (p.d == 128) fast::run_forward<__nv_bfloat16, 128>(p, st);
+    else fast::run_forward<__nv_bfloat16, 64>(p, st);
   } else {
-    if (p.d == 128) fast::run_fast<__half, 128>(p, st);
-    else fast::run_fast<__half, 64>(p, st);
+    if (p.d == 128) fast::run_forward<__half, 128>(p, st);
+    else fast::run_forward<__half, 64>(p, st);
   }
   return true;
 }
