@@ -536,7 +536,7 @@ static bool g_time_generic = false, g_no_bwd_time = false;
 #ifdef HA_FAST_TIMING
 namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult; } }
 #endif
-static int g_fused_sel = 3;  // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx (default)
+[[maybe_unused]] static int g_fused_sel = 3;  // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx (default)
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
   size_t nq = (size_t)B * H * T * d, nr = (size_t)B * H * T;
