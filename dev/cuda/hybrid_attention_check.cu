@@ -12,12 +12,14 @@
 //        through the generic path on the same inputs, all against the f64 reference); --fast-only:
 //        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
-//        --no-bwd-time: skip backward timing. Build with -DHA_FAST_TIMING for a per-kernel breakdown
-//        of the fast forward (two-kernel and fused forward timed side by side, extra fast cases
-//        walked in one segment, --fused N: the forward the sweep uses, 0 two-kernel, 1 fused with
-//        expf, 2 the same with the bar.arrive handoff, 3 fused with ex2.approx = what non-dev
-//        builds run, the default) and of the fast backward with and without its bulk state stores
-//        and staged output stores (--bwd-bulk 0|1 and --bwd-stage-out 0|1, default 1).
+//        --no-bwd-time: skip backward timing; --time-main: time only the two bf16 hybrid target
+//        shapes. Build with -DHA_FAST_TIMING for a per-kernel breakdown of the fast forward
+//        (two-kernel and fused forward timed side by side, extra fast cases walked in one segment,
+//        --fused N: the forward the sweep uses, 0 two-kernel, 1 fused with expf, 2 the same with the
+//        bar.arrive handoff, 3 fused with ex2.approx = what non-dev builds run, the default) and of
+//        the fast backward (the earlier state-walk segmentation and the key kernel's load schedules
+//        timed side by side; the sweep checks every load schedule and forced walk segmentations;
+//        --bwd-bulk 0|1 and --bwd-stage-out 0|1: bulk state stores and staged output stores, default 1).
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -35,7 +37,7 @@
 #include "ops/hybrid_attention/hybrid_attention.h"
 
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused, g_bwd_nseg, g_bwd_sub_p, g_bwd_kstream; } }
 #endif
 using namespace ha;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(2); } } while (0)
@@ -476,6 +478,33 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
     off += snprintf(buf + off, sizeof(buf) - off, " %s%s=%.1e/%.1e%s (gen %.1e/%.1e)", pass ? "" : "**", namesb[i], e.rel2, e.relmax,
                     e.nan ? "(NaN)" : "", eg.rel2, eg.relmax);
   }
+#ifdef HA_FAST_TIMING
+  // the key kernel's other load schedules (ks_mode) on the same inputs, same criteria
+  {
+    const int ks0 = cuda_detail::g_bwd_kstream;
+    for (int ks = 0; ks < 3; ++ks) {
+      if (ks == ks0) continue;
+      cuda_detail::g_bwd_kstream = ks;
+      dq_.poison(); dk_.poison(); dv_.poison(); dfq_.poison(); dfk_.poison(); DG.poison();
+      try {
+        cuda_detail::launch_backward_fast(kp, c.dt, dq_.p, dk_.p, dv_.p, dfq_.p, dfk_.p, (float*)DG.p, nullptr);
+        CK(cudaDeviceSynchronize());
+      } catch (std::exception& ex) { printf("EXCEPTION %s\n", ex.what()); g_fast_fail++; cuda_detail::g_bwd_kstream = ks0; return; }
+      std::vector<double> gv[6] = {dq_.down(), dk_.down(), dv_.down(), dfq_.down(), dfk_.down(), DG.down()};
+      bool vok = true;
+      for (int i = 0; i < 6; ++i) {
+        Err e = compare(gv[i], *refb[i]), eg = compare(gb[1][i], *refb[i]);
+        double t2 = i == 5 ? 0.05 : tol2, tm = i == 5 ? 0.05 : tolm;
+        bool pass = !e.nan && e.rel2 <= t2 && e.relmax <= tm;
+        if (i < 5 && e.rel2 > std::max(2.0 * eg.rel2, di == 0 ? 4e-3 : 1e-3)) pass = false;
+        if (!pass) vok = false;
+      }
+      if (!vok) ok = false;
+      off += snprintf(buf + off, sizeof(buf) - off, " ks%d:%s", ks, vok ? "ok" : "**FAIL");
+    }
+    cuda_detail::g_bwd_kstream = ks0;
+  }
+#endif
   g_fast_cases++;
   if (!ok) g_fast_fail++;
   printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took && tookb ? "" : "(declined)", B, H, c.Hkv, T, c.d,
@@ -520,6 +549,17 @@ static void fast_sweep(std::mt19937_64& rng) {
     fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
   }
   cuda_detail::g_fast_seg_mult = 4;
+  // backward state walks with forced segments / sum-pass sub-segments (several chunks each)
+  // (T 900: 14 walk steps; 3 segments of 6 chunks (P 2: sums over 3 chunks) / 3 segments of 6 (P 3: 2))
+  cuda_detail::g_bwd_nseg = 3;
+  cuda_detail::g_bwd_sub_p = 2;
+  fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, DType::BF16}, rng);
+  fast_case({1, 4, 2, 900, 64, 64, 64, 64, 8, 4, 0, 0, 1, DType::F16}, rng);
+  cuda_detail::g_bwd_sub_p = 3;
+  fast_case({1, 2, 2, 900, 128, 128, 128, 64, 8, 3, 0, 0, 0, DType::F16}, rng);
+  fast_case({1, 2, 1, 900, 128, 128, 128, 32, 8, 2, 1, 1, 0, DType::BF16}, rng);
+  cuda_detail::g_bwd_nseg = 0;
+  cuda_detail::g_bwd_sub_p = 0;
 #endif
   printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
   const char* dn[] = {"bf16", "f16"};
@@ -532,9 +572,9 @@ static void fast_sweep(std::mt19937_64& rng) {
 }
 
 // ---------------- timing ----------------
-static bool g_time_generic = false, g_no_bwd_time = false;
+static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false;
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p; } }
 #endif
 [[maybe_unused]] static int g_fused_sel = 3;  // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx (default)
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
@@ -597,17 +637,20 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
 #ifdef HA_FAST_TIMING
   if (!g_no_bwd_time) {
-    // backward with the old per-lane state stores / fragment output stores and another segment
-    // count, then the defaults; each with its per-kernel breakdown
+    // backward with the earlier state-walk segment rule (seg_mult 2), then the key kernel's load
+    // schedules (ks_mode 0, 1, 2), then the defaults; each with its per-kernel breakdown
     const int db = cuda_detail::g_bwd_bulk, dso = cuda_detail::g_bwd_stage_out, dm = cuda_detail::g_bwd_seg_mult;
-    const int cfg[4][3] = {{0, 0, dm}, {1, 0, dm}, {1, 1, 4}, {db, dso, dm}};
+    const int dks = cuda_detail::g_bwd_kstream;
+    const int cfg[5][5] = {{1, 1, 2, 0, dks}, {1, 1, dm, 0, 0}, {1, 1, dm, 0, 1}, {1, 1, dm, 0, 2}, {db, dso, dm, 0, dks}};
     for (auto& c3 : cfg) {
       cuda_detail::g_bwd_bulk = c3[0];
       cuda_detail::g_bwd_stage_out = c3[1];
       cuda_detail::g_bwd_seg_mult = c3[2];
+      cuda_detail::g_bwd_sub_p = c3[3];
+      cuda_detail::g_bwd_kstream = c3[4];
       const float t = bench([&] { hybrid_attention_backward_cuda(gp, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d\n", dtype_name(dt), mode_name(mode), B, H,
-             T, w, t, c3[0], c3[1], c3[2]);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d, ks_mode %d\n", dtype_name(dt), mode_name(mode), B, H,
+             T, w, t, c3[0], c3[1], c3[2], c3[3], c3[4]);
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_backward_cuda(gp, st);
       cuda_detail::g_fast_timing = 0;
@@ -615,6 +658,8 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cuda_detail::g_bwd_bulk = db;
     cuda_detail::g_bwd_stage_out = dso;
     cuda_detail::g_bwd_seg_mult = dm;
+    cuda_detail::g_bwd_sub_p = 0;
+    cuda_detail::g_bwd_kstream = dks;
   }
 #endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)
@@ -642,6 +687,7 @@ int main(int argc, char** argv) {
     else if (a == "--fast-small") fast = fastonly = g_fast_small = true;
     else if (a == "--time-generic") g_time_generic = true;
     else if (a == "--no-bwd-time") g_no_bwd_time = true;
+    else if (a == "--time-main") g_time_main = true;
 #ifdef HA_FAST_TIMING
     else if (a == "--bwd-bulk" && i + 1 < argc) cuda_detail::g_bwd_bulk = atoi(argv[++i]);
     else if (a == "--bwd-stage-out" && i + 1 < argc) cuda_detail::g_bwd_stage_out = atoi(argv[++i]);
@@ -688,6 +734,7 @@ int main(int argc, char** argv) {
   if (!notime) {
     time_shape(4, 32, 2048, 64, DType::BF16);
     time_shape(1, 32, 16384, 64, DType::BF16);
+    if (g_time_main) return (g_fail || g_fast_fail) ? 1 : 0;
     time_shape(4, 32, 2048, 64, DType::BF16, 1);
     if (fast) { time_shape(4, 32, 2048, 64, DType::BF16, 3); time_shape(4, 32, 2048, 64, DType::F16); }
   }

@@ -10,17 +10,21 @@
 //           (Rr_c = sum over rows of chunks >= c+2 of fq (wa dy)^T, rz_c = sum fq wa D);
 //   dgamma: dL/dgw_n = (den_la dy.U - gl A dy.N) / den^2, free of D (16-bit y), as the generic path.
 // Kernels, in stream order:
-//   0. (LA modes, >= 3 chunks) per-row prep for the reverse walk: wa = lambda / den and wa D;
+//   0. (LA modes, >= 3 chunks) per-row prep: wa = lambda / den, wa D for the reverse walk, and D;
 //   1. both LA state walks in one launch (fast_bwd_walk_kernel): the forward states R_c (the
 //      forward's state pass) and the reverse states Rr_c, rz_c (a chunk walk from the end);
-//      sequence-parallel like the forward's (segment sums + one scan first where B*H is small);
-//      bf16 states leave shared memory as one bulk copy each;
+//      sequence-parallel like the forward's (segment sums + one scan first where B*H is small; the
+//      main walk sized to one wave, see walk_split_bwd); bf16 states leave shared memory as one bulk
+//      copy each;
 //   2. row kernel, one CTA per (row chunk c, b*h): recomputes S (row max, first arg-max), dP, A over
-//      the 128 keys of chunks c-1, c; writes dq, dfq, per-row {c, dc, D, argmax} and dgamma;
+//      the 128 keys of chunks c-1, c; writes dq, dfq, per-row {c, dc, D, argmax} and dgamma. Loads
+//      overlap compute: S starts on Q, K while dY, V land; FK lands during dq, R_c during the
+//      intra-chunk LA part;
 //   3. key kernel, one CTA per (key chunk c, b*h): recomputes S^T, dP^T, A^T against the 128 rows
 //      of chunks c, c+1; writes dk, dv (summed over GQA heads through fp32 atomics when H > Hkv)
 //      and dfk.
-// H200, bf16, B=4 H=32 T=2048 d=F=128 w=64: prep 0.05 ms, walks 0.15 ms, row 0.48 ms, key 0.45 ms.
+// H200, bf16, B=4 H=32 T=2048 d=F=128 w=64: prep 0.05 ms, walks 0.15 ms, row 0.34 ms, key 0.46 ms
+// (bwd 0.994 ms); B=1 T=16384: prep + sums + scan 0.29, walks 0.31, row 0.65, key 0.95 (2.199 ms).
 // Nothing T x T is stored; all states are accumulated in fp32 and stored in bf16 like the forward's
 // (f16 inputs: bf16 hi + lo parts, see state_parts).
 #include <algorithm>
@@ -93,8 +97,9 @@ __device__ __forceinline__ void warp_store_tile(T* dst, int r0, int T_, T* stg, 
 template <class T, int D>
 __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_bfloat16* __restrict__ rec,
                                                               const __nv_bfloat16* __restrict__ rec_lo,
-                                                              float4* __restrict__ rowinfo, T* __restrict__ dqp,
-                                                              T* __restrict__ dfqp, float* __restrict__ dgamma, int so) {
+                                                              const float* __restrict__ Dp, float4* __restrict__ rowinfo,
+                                                              T* __restrict__ dqp, T* __restrict__ dfqp, float* __restrict__ dgamma,
+                                                              int so) {
   constexpr int LDS = D + 8, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* B0 = reinterpret_cast<T*>(smraw);
@@ -132,13 +137,14 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
   const bool la_any = a_act[0] || a_act[1];
   const bool any = win || la;
 
-  // G0: Q, K, dY, V
+  // G0a: Q, K (S starts when they land), G0b: dY, V
   if (win) {
     load_rows<T, D>(B0, q, row0, kC, T_);
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
       if (s_act[hh]) load_rows<T, D>(B2 + hh * kC * LDS, k, key0 + hh * kC, kC, T_);
   }
+  cp_commit();
   if (any) load_rows<T, D>(B1, dy, row0, kC, T_);
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh)
@@ -153,9 +159,14 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
   const float wa_a = la && den_a > 0.f ? gl / den_a : 0.f, wa_b = la && den_b > 0.f ? gl / den_b : 0.f;
   const float wb_a = win && den_a > 0.f ? gw / den_a : 0.f, wb_b = win && den_b > 0.f ? gw / den_b : 0.f;
 
-  // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path), from global memory while G0 is in flight
+  // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path): from the prep kernel where it ran (Dp,
+  // [B*H][64 * nch]), else from global memory while G0 is in flight
   float Da = 0.f, Db = 0.f;
-  if (any) {
+  if (Dp) {
+    const float* Dr = Dp + (int64_t)bh * nch * kC + row0 + warp * 16;
+    Da = Dr[g];
+    Db = Dr[g + 8];
+  } else if (any) {
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       const int n = row0 + warp * 16 + r;
@@ -174,7 +185,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     }
   }
 
-  cp_wait<0>();
+  cp_wait<1>();
   __syncthreads();
 
   // ---- 1. S = Q K^T, window mask, row max and first arg-max, E = exp(S - c)
@@ -249,6 +260,9 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     rA_b = quad_sum(rA_b);
   }
 
+  cp_wait<0>();
+  __syncthreads();
+
   // ---- 2. dP = dY V^T over the keys either branch uses
   float dp[NT][4];
 #pragma unroll
@@ -315,13 +329,11 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
   }
 
   __syncthreads();  // every warp is done with Q (B0) and V (B3)
-  // G1: FQ, R_c
+  // G1: FQ into B0, FK into B3 (in flight during dq)
   if (la_any || inter) load_rows<T, D>(B0, fq, row0, kC, T_);
-  if (inter) {
-    const __nv_bfloat16* R = rec + ((int64_t)bh * nch + c) * D * LDS;
-    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B3);
-    for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
-  }
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh)
+    if (a_act[hh]) load_rows<T, D>(B3 + hh * kC * LDS, fk, key0 + hh * kC, kC, T_);
   cp_commit();
 
   // ---- 3. dq = scale ds K
@@ -346,24 +358,33 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
         }
       }
     }
+    __syncthreads();  // every warp is done with K (B2)
+    if (so) {  // staged through B2 (this warp's 16 rows), then R_c goes there
+      warp_store_tile<T, D>(dq, row0 + warp * 16, T_, B2 + warp * 16 * LDS, o, p.scale, lane);
+      __syncthreads();
+    } else {
 #pragma unroll
-    for (int nt = 0; nt < ND; ++nt) {
-      const int col = nt * 8 + 2 * t;
-      if (va) *reinterpret_cast<uint32_t*>(dq + (int64_t)na * D + col) = pack2<T>(o[nt][0] * p.scale, o[nt][1] * p.scale);
-      if (vb) *reinterpret_cast<uint32_t*>(dq + (int64_t)nb * D + col) = pack2<T>(o[nt][2] * p.scale, o[nt][3] * p.scale);
+      for (int nt = 0; nt < ND; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        if (va) *reinterpret_cast<uint32_t*>(dq + (int64_t)na * D + col) = pack2<T>(o[nt][0] * p.scale, o[nt][1] * p.scale);
+        if (vb) *reinterpret_cast<uint32_t*>(dq + (int64_t)nb * D + col) = pack2<T>(o[nt][2] * p.scale, o[nt][3] * p.scale);
+      }
     }
   }
 
-  __syncthreads();  // every warp is done with K (B2)
-  // G2: FK
-#pragma unroll
-  for (int hh = 0; hh < 2; ++hh)
-    if (a_act[hh]) load_rows<T, D>(B2 + hh * kC * LDS, fk, key0 + hh * kC, kC, T_);
+  // G2: R_c into B2 (bf16, D rows; in flight during the intra-chunk LA part)
+  const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(B2);
+  if (inter) {
+    const __nv_bfloat16* R = rec + ((int64_t)bh * nch + c) * D * LDS;
+    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B2);
+    for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
+  }
   cp_commit();
-  cp_wait<0>();
-  __syncthreads();
+  cp_wait<1>();
+  __syncthreads();  // FQ, FK have landed
 
   // ---- 4. A = FQ FK^T on the recent LA keys: dy . N (intra part), dA = wa (dP - D)
+  const T* FK_ = B3;
   float gN_a = 0.f, gN_b = 0.f;
   uint32_t dap[8][4];
 #pragma unroll
@@ -384,7 +405,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
           uint32_t kf[4];
-          ldsm_x4(kf, smem_u32(B2 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
+          ldsm_x4(kf, smem_u32(FK_ + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
                                ((lane >> 3) & 1) * 8));
           mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
           mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
@@ -412,20 +433,41 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     }
   }
 
-  // ---- 5. dfq = wa (R_c dy - z_c D) + dA FK
+  // ---- 5. dfq = dA FK + wa (R_c dy - z_c D)
   {
     float f[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; ++i) f[i][0] = f[i][1] = f[i][2] = f[i][3] = 0.f;
+    if (la_any) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!a_act[hh]) continue;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const T* krow = FK_ + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int np = 0; np < ND / 2; ++np) {
+            uint32_t kf[4];
+            ldsm_x4_t(kf, smem_u32(krow + np * 16));
+            mma16816<T>(f[2 * np], dap[hh * 4 + kk], kf[0], kf[1]);
+            mma16816<T>(f[2 * np + 1], dap[hh * 4 + kk], kf[2], kf[3]);
+          }
+        }
+      }
+    }
+    cp_wait<0>();
+    __syncthreads();  // R_c has landed
     if (inter) {
-      const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(B3);
+      float r[ND][4];  // R_c dy
+#pragma unroll
+      for (int i = 0; i < ND; ++i) r[i][0] = r[i][1] = r[i][2] = r[i][3] = 0.f;
       const T* Gw = B1 + warp * 16 * LDS;
 #pragma unroll 1
       for (int part = 0; part < state_parts<T>(); ++part) {
       if (part == 1) {
         __syncthreads();  // every warp is done with the hi part
         const __nv_bfloat16* R = rec_lo + ((int64_t)bh * nch + c) * D * LDS;
-        __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B3);
+        __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(B2);
         for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
         cp_commit();
         cp_wait<0>();
@@ -445,48 +487,31 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
           uint32_t rf[4];
           ldsm_x4(rf, smem_u32(Rs + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
           if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-            mma16816<__nv_bfloat16>(f[2 * np], ga, rf[0], rf[1]);
-            mma16816<__nv_bfloat16>(f[2 * np + 1], ga, rf[2], rf[3]);
+            mma16816<__nv_bfloat16>(r[2 * np], ga, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(r[2 * np + 1], ga, rf[2], rf[3]);
           } else {
-            mma16816<__nv_bfloat16>(f[2 * np], hi, rf[0], rf[1]);
-            mma16816<__nv_bfloat16>(f[2 * np], lo, rf[0], rf[1]);
-            mma16816<__nv_bfloat16>(f[2 * np + 1], hi, rf[2], rf[3]);
-            mma16816<__nv_bfloat16>(f[2 * np + 1], lo, rf[2], rf[3]);
+            mma16816<__nv_bfloat16>(r[2 * np], hi, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(r[2 * np], lo, rf[0], rf[1]);
+            mma16816<__nv_bfloat16>(r[2 * np + 1], hi, rf[2], rf[3]);
+            mma16816<__nv_bfloat16>(r[2 * np + 1], lo, rf[2], rf[3]);
           }
         }
       }
       }  // part
-      // dy . N (inter part) = fq . (R_c dy); then scale and subtract z D
+      // dy . N (inter part) = fq . (R_c dy); then scale, subtract z D and add
 #pragma unroll
       for (int nt = 0; nt < ND; ++nt) {
         const int col = nt * 8 + 2 * t;
         const float2 qa2 = unpack2<T>(*reinterpret_cast<const uint32_t*>(FQw + g * LDS + col));
         const float2 qb2 = unpack2<T>(*reinterpret_cast<const uint32_t*>(FQw + (g + 8) * LDS + col));
-        gN_a += qa2.x * f[nt][0] + qa2.y * f[nt][1];
-        gN_b += qb2.x * f[nt][2] + qb2.y * f[nt][3];
+        gN_a += qa2.x * r[nt][0] + qa2.y * r[nt][1];
+        gN_b += qb2.x * r[nt][2] + qb2.y * r[nt][3];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float2 zz = unpack2<__nv_bfloat16>(*reinterpret_cast<const uint32_t*>(Rs + (col + e) * LDS + D));
           const float z = zz.x + zz.y;
-          f[nt][e] = wa_a * (f[nt][e] - Da * z);
-          f[nt][2 + e] = wa_b * (f[nt][2 + e] - Db * z);
-        }
-      }
-    }
-    if (la_any) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        if (!a_act[hh]) continue;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const T* krow = B2 + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t kf[4];
-            ldsm_x4_t(kf, smem_u32(krow + np * 16));
-            mma16816<T>(f[2 * np], dap[hh * 4 + kk], kf[0], kf[1]);
-            mma16816<T>(f[2 * np + 1], dap[hh * 4 + kk], kf[2], kf[3]);
-          }
+          f[nt][e] += wa_a * (r[nt][e] - Da * z);
+          f[nt][2 + e] += wa_b * (r[nt][2 + e] - Db * z);
         }
       }
     }
@@ -527,8 +552,10 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
 // wa_n = lambda / den_n and the z column of the reverse state's mma, 16-bit [hi, lo, 0 x 6] of
 // wa_n D_n with D_n = dy_n . y_n (16-bit y, as the row kernel). grid (Tp / 32, B*H), 256 threads,
 // 8 per row. Lets the reverse walk run before the row kernel and keeps its steps free of row math.
+// Also D_n itself (Dbuf, same layout), which the row kernel then reads instead of y.
 template <class T, int D>
-__global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float* __restrict__ wab, T* __restrict__ zcb) {
+__global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float* __restrict__ wab, T* __restrict__ zcb,
+                                                            float* __restrict__ Dbuf) {
   const int bh = blockIdx.y, n = blockIdx.x * 32 + (threadIdx.x >> 3), l8 = threadIdx.x & 7;
   const float gl = coef_la(p, bh % p.H);
   const int64_t rb = (int64_t)bh * p.T;
@@ -558,6 +585,7 @@ __global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float*
     const float z1 = unpack2<T>(pack2<T>(zv, 0.f)).x;
     const int64_t o = (int64_t)bh * Tp + n;
     wab[o] = wa;
+    Dbuf[o] = acc;
     *reinterpret_cast<uint4*>(zcb + o * 8) = make_uint4(pack2<T>(z1, zv - z1), 0u, 0u, 0u);
   }
 }
@@ -576,8 +604,9 @@ __global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float*
 // hi + lo against the unscaled fq, so rz keeps ~fp32 accuracy.
 // NS stages keep NS - 1 chunks of loads in flight. BULK: bf16 states are written into shared memory
 // and leave as one bulk copy each (sm_90; see kBulk).
-// SUM: the segment's sum (fp32, [f*D + col] then z[f]) into part[z][bh][s] for s < nseg-1;
-// !SUM: start from part[z][bh][s] (exclusive prefix over segments; zero for s = 0). f16 inputs: the
+// SUM: the segment's sum (fp32, [f*D + col] then z[f]) into part[z][bh][s] (nseg: entries per
+// (z, bh)); the sums need no order, so they run over sub-segments: G chunks each, pm = 1;
+// !SUM: start from part[z][bh][s * pm] (exclusive prefix over the sub-segments; zero for s = 0). f16 inputs: the
 // states also go as bf16 residuals (rec_lo / rrec_lo, see state_parts).
 template <class T, int D>
 constexpr size_t walk_smem(int ns, bool bulk) {
@@ -586,7 +615,7 @@ constexpr size_t walk_smem(int ns, bool bulk) {
          (bulk && state_parts<T>() == 1 ? sizeof(__nv_bfloat16) * D * (D + 8) : 0);
 }
 template <class T, int D, bool SUM, int NS, bool BULK>
-__global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, int G, int nseg, int Tp, float* part,
+__global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, int G, int nseg, int pm, int Tp, float* part,
                                                                 const float* __restrict__ wab, const T* __restrict__ zcb,
                                                                 __nv_bfloat16* rec, __nv_bfloat16* rec_lo,
                                                                 __nv_bfloat16* rrec, __nv_bfloat16* rrec_lo,
@@ -618,7 +647,7 @@ __global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, in
   const T* bsrc = rev ? (const T*)p.dy + rb * D : (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
   const int64_t per = (int64_t)D * D + D;
   const int f0 = warp * 16 + g;
-  float* mypart = part + ((int64_t)(blockIdx.z * gridDim.y + bh) * nseg + s) * per;
+  float* mypart = part + ((int64_t)(blockIdx.z * gridDim.y + bh) * nseg + (int64_t)s * pm) * per;
 
   if (!rev)  // forward: z column of ones (the reverse one is loaded with each chunk)
     for (int idx = tid; idx < NS * kC * 8; idx += blockDim.x) Zs[idx] = (idx & 7) == 0 ? (T)1.f : (T)0.f;
@@ -781,7 +810,8 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
                                                               const float* __restrict__ rzb,
                                                               const float4* __restrict__ rowinfo, T* __restrict__ dkp,
                                                               T* __restrict__ dvp, T* __restrict__ dfkp,
-                                                              float* __restrict__ dkacc, float* __restrict__ dvacc, int so) {
+                                                              float* __restrict__ dkacc, float* __restrict__ dvacc, int so,
+                                                              int ks_mode) {
   constexpr int LDS = D + 8, ND = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* KSm = reinterpret_cast<T*>(smraw);
@@ -836,8 +866,29 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     load_rows<T, D>(GS, dy, r0, kC, T_);
     if (lh[hh]) load_rows<T, D>(FQS, fq, r0, kC, T_);
   };
-  int loaded = rh[0] ? 0 : (rh[1] ? 1 : -1);
-  if (loaded >= 0) load_half(loaded);
+  // Rows rt*16 + [0, 16) of half hh into the slots of row tile rt
+  auto load_tile = [&](int hh, int rt) {
+    const int r0 = key0 + hh * kC + rt * 16;
+    if (sh[hh]) load_rows<T, D>(QS + rt * 16 * LDS, q, r0, 16, T_);
+    load_rows<T, D>(GS + rt * 16 * LDS, dy, r0, 16, T_);
+    if (lh[hh]) load_rows<T, D>(FQS + rt * 16 * LDS, fq, r0, 16, T_);
+  };
+  // Rr_c (bf16 hi part, D rows of stride LDS) goes over QS..GS; its rows rt*16 + 64j + [0, 16) lie
+  // exactly in the QS and GS rows of row tile rt, so they are loaded as each tile of the last half is done
+  auto load_rr_rows = [&](int rt) {
+    constexpr int PPR = LDS / 8;  // 16-byte pieces per row
+    const __nv_bfloat16* R = rrec + ((int64_t)bh * nch + c) * D * LDS;
+    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(QS);
+    for (int i = tid; i < 16 * (D / 64) * PPR; i += blockDim.x) {
+      const int rr = i / PPR, cc = i - rr * PPR;
+      const int row = (rr >> 4) * 64 + rt * 16 + (rr & 15);
+      cp_async16(smem_u32(dst + row * LDS + cc * 8), R + (int64_t)row * LDS + cc * 8, true);
+    }
+  };
+  const int first = rh[0] ? 0 : (rh[1] ? 1 : -1);  // the half loaded with K, V, FK
+  const int last = rh[1] ? 1 : first;               // the last half phase 1 walks; FQS keeps its fq
+  const bool both = rh[0] && rh[1];
+  if (first >= 0) load_half(first);
   cp_commit();
   {
     const int i = tid;  // 128 threads, 2kC rows
@@ -870,20 +921,35 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
 #pragma unroll
   for (int i = 0; i < 8; ++i) dAr[i][0] = dAr[i][1] = dAr[i][2] = dAr[i][3] = 0u;
 
-  // ---- phase 1: dk, dv over the rows of both halves; dA^T kept in registers
+  // ---- phase 1: dk, dv over the rows of both halves; dA^T kept in registers.
+  // ks_mode 0: the second half is loaded when the first is done, Rr_c after phase 1. 1 / 2: loads
+  // stream by 16 / 32 rows (gran row tiles): the second half's rows go in as the first half's tiles
+  // are done, Rr_c's rows as the last half's tiles are done. H200, B=4 T=2048: key kernel 0.464 /
+  // 0.486 / 0.474 ms for ks_mode 0 / 1 / 2 (the syncs per tile cost more than the hidden loads).
+  const bool stream = ks_mode != 0;
+  const int gran = ks_mode == 1 ? 1 : 2;
+  if (first >= 0) {
+    cp_wait<0>();
+    __syncthreads();
+  }
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     if (!rh[hh]) continue;
-    if (hh != loaded) {
-      __syncthreads();  // every warp is done with the other half's rows
-      load_half(hh);
+    if (hh == 1 && both && !stream) {
+      __syncthreads();  // every warp is done with the first half's rows
+      load_half(1);
       cp_commit();
-      loaded = hh;
+      cp_wait<0>();
+      __syncthreads();
     }
-    cp_wait<0>();
-    __syncthreads();
 #pragma unroll
     for (int rt = 0; rt < 4; ++rt) {
+      if (hh == 1 && both && stream && rt % gran == 0) {
+        // committed after this group: the half's later groups (4 / gran - 1 - rt / gran) and Rr_c's so far (rt / gran)
+        if (gran == 1) cp_wait<3>();
+        else cp_wait<1>();
+        __syncthreads();
+      }
       const int rl0 = hh * kC + rt * 16;  // local row index (0..127) of the tile's first row
       const T* Qt = QS + rt * 16 * LDS;
       const T* Gt = GS + rt * 16 * LDS;
@@ -964,8 +1030,37 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
           mma16816<T>(dk[2 * np + 1], sf, bfr[2], bfr[3]);
         }
       }
+      if (stream && rt % gran == gran - 1) {
+        if (both && hh == 0) {
+          __syncthreads();  // every warp is done with these tiles' rows
+          for (int tt = rt + 1 - gran; tt <= rt; ++tt) load_tile(1, tt);
+          cp_commit();
+        } else if (hh == last && rt < 3) {
+          if (inter) {
+            __syncthreads();  // every warp is done with these tiles' rows
+            for (int tt = rt + 1 - gran; tt <= rt; ++tt) load_rr_rows(tt);
+          }
+          cp_commit();  // (empty without inter: keeps the group count of the waits above)
+        }
+      }
     }
   }
+  // Rr_c's remaining rows (all of them when not streamed or no half was walked), then (a group of its
+  // own) the first half's fq for phase 2 into KSm: K is dead
+  const bool pre = last == 1 && lh[0];
+  __syncthreads();  // every warp is done with phase 1
+  if (inter) {
+    if (first >= 0 && stream) {
+      for (int tt = 4 - gran; tt < 4; ++tt) load_rr_rows(tt);
+    } else {
+      const __nv_bfloat16* R = rrec + ((int64_t)bh * nch + c) * D * LDS;
+      __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(QS);
+      for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
+    }
+  }
+  cp_commit();
+  if (pre) load_rows<T, D>(KSm, fq, key0, kC, T_);
+  cp_commit();
 
   // ---- inter-chunk LA: Rr_c into QS..GS; dv += FK Rr_c
   const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(QS);
@@ -981,7 +1076,12 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
   if (inter) {
 #pragma unroll 1
     for (int part = 0; part < state_parts<T>(); ++part) {
-    load_rr(part);
+    if (part == 0) {
+      cp_wait<1>();  // all but the fq prefetch
+      __syncthreads();
+    } else {
+      load_rr(part);
+    }
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       uint32_t af[4];
@@ -997,10 +1097,10 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     }
     }  // part
   }
-  // write dk, dv (staged: through this warp's own K and FK rows, which it has read for the last time)
+  // write dk, dv (staged: through this warp's own FK rows, which it has read for the last time)
   const bool oka = ja < T_, okb = jb < T_;
   if (!ACC && so) {
-    warp_store_tile<T, D>(dkp + kvb * D, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dk, p.scale, lane);
+    warp_store_tile<T, D>(dkp + kvb * D, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dk, p.scale, lane);
     warp_store_tile<T, D>(dvp + kvb * D, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dv, 1.f, lane);
   } else {
 #pragma unroll
@@ -1063,15 +1163,13 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
       dv[nt][3] -= z1;
     }
   }
-  if (loaded >= 0) {
+  if (last >= 0) {
 #pragma unroll
     for (int pass = 0; pass < 2; ++pass) {
-      const int hh = pass == 0 ? loaded : 1 - loaded;
+      const int hh = pass == 0 ? last : 1 - last;
       if (!lh[hh]) continue;
+      const T* Fb = pass == 0 ? FQS : KSm;  // pass 1: half 0 (pre), prefetched into KSm
       if (pass == 1) {
-        __syncthreads();  // every warp is done with FQS
-        load_rows<T, D>(FQS, fq, key0 + hh * kC, kC, T_);
-        cp_commit();
         cp_wait<0>();
         __syncthreads();
       }
@@ -1080,7 +1178,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
         uint32_t af[4];  // (selects, so that dAr stays in registers: hh is not a compile-time index)
 #pragma unroll
         for (int i = 0; i < 4; ++i) af[i] = hh ? dAr[4 + rt][i] : dAr[rt][i];
-        const T* frow = FQS + (rt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+        const T* frow = Fb + (rt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
 #pragma unroll
         for (int np = 0; np < ND / 2; ++np) {
           uint32_t bfr[4];
@@ -1093,7 +1191,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
   }
   T* dfk = dfkp + rb * D;
   if (so) {
-    warp_store_tile<T, D>(dfk, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dv, 1.f, lane);
+    warp_store_tile<T, D>(dfk, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dv, 1.f, lane);
   } else {
 #pragma unroll
     for (int nt = 0; nt < ND; ++nt) {
@@ -1113,29 +1211,62 @@ __global__ void fast_convert_kernel(const float* __restrict__ src, T* __restrict
   }
 }
 
+// Key kernel load schedule (ks_mode, see fast_bwd_key_kernel)
+constexpr int kKeyStreamDefault = 0;
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 extern int g_fast_timing;
 int g_bwd_bulk = 1;       // dev builds only: 0 = the walks store states with per-lane stores
 int g_bwd_stage_out = 1;  // dev builds only: 0 = row/key kernels store outputs from the fragments
-int g_bwd_seg_mult = 2;   // dev builds only: state-walk segments (see state_segments_bwd)
+int g_bwd_seg_mult = -1;  // dev builds only: state-walk segments (see walk_split_bwd; 2 = the earlier rule)
+int g_bwd_nseg = 0, g_bwd_sub_p = 0;  // dev builds only: force the walk's segments / sum sub-segments
+int g_bwd_kstream = fast::kKeyStreamDefault;   // dev builds only: the key kernel's ks_mode
 namespace fast {
 #endif
 
-// Segments per state walk: one walker per (b, h) once B*H covers half the SMs (as the forward's
-// state_segments), else about 2 * SMs blocks per walk direction (H200, B=1 H=32 T=16384: bwd
-// 2.57 ms with 2, 2.70 ms with 4; before the bulk state stores 3.17 / 3.27 / 3.52 ms with 2 / 4 / 8:
-// the segment sums re-read what the walks read).
-static int state_segments_bwd(int BH) {
-  constexpr int kDefault = 2;
+// State-walk segmentation: the main walk's segment count nseg (G chunks each) and the sub-segments
+// per segment P of the segment-sum pass (G / P chunks each; the sums need no order).
+// Default: the main walk fits one wave (2 CTAs per SM, 2 directions: nseg = SMs / (B*H); one walker
+// per (b, h) once B*H covers half the SMs; H200, B=1 H=32 T=16384: nseg 9 -> 4, the third, nearly
+// empty wave of the main walk and the second wave of the sum pass go), and P minimises the sum
+// pass's waves x (steps + a per-wave cost of ~28 steps, from the measured sum-pass times).
+// Dev builds: g_bwd_seg_mult > 0 takes the earlier rule (about seg_mult * SMs blocks per direction,
+// P = 1), 0 one segment; g_bwd_nseg / g_bwd_sub_p (> 0) force the segment count / P.
+struct WalkSplit {
+  int nseg, G, P;
+};
+static WalkSplit walk_split_bwd(int BH, int M) {
 #ifdef HA_FAST_TIMING
-  const int seg_mult = g_bwd_seg_mult;  // (dev timing builds: a value other than the default forces its count)
+  const int seg_mult = g_bwd_seg_mult, force_n = g_bwd_nseg, force_p = g_bwd_sub_p;
 #else
-  const int seg_mult = kDefault;
+  constexpr int seg_mult = -1, force_n = 0, force_p = 0;
 #endif
-  if (seg_mult <= 0) return 1;
-  if (seg_mult == kDefault && 2 * BH >= sm_count()) return 1;
-  return (seg_mult * sm_count() + BH - 1) / BH;
+  const int sms = sm_count(), slots = 2 * sms;
+  auto finish = [&](int want, int P) {
+    const int G0 = std::max(2, (M + std::max(1, want) - 1) / std::max(1, want));
+    const int Gs = (G0 + P - 1) / P;
+    WalkSplit w{0, std::max(2, Gs * P), P};
+    w.nseg = (M + w.G - 1) / w.G;
+    if (w.nseg <= 1) w.P = 1;
+    return w;
+  };
+  int want;
+  if (force_n > 0) want = force_n;
+  else if (seg_mult == 0) want = 1;
+  else if (seg_mult > 0) want = seg_mult == 2 && 2 * BH >= sms ? 1 : (seg_mult * sms + BH - 1) / BH;
+  else want = std::max(1, slots / (2 * BH));
+  if (force_p > 0) return finish(want, force_p);
+  WalkSplit best = finish(want, 1);
+  if (best.nseg <= 1 || seg_mult > 0) return best;
+  const int G1 = best.G;
+  int64_t best_cost = INT64_MAX;
+  for (int P = 1; P <= 16 && P <= G1; ++P) {
+    const WalkSplit w = finish(want, P);
+    const int64_t ctas = 2LL * BH * (w.nseg - 1) * w.P;
+    const int64_t cost = (ctas + slots - 1) / slots * (w.G / w.P + 28);
+    if (cost < best_cost) { best_cost = cost; best = w; }
+  }
+  return best;
 }
 
 template <class T, int D>
@@ -1157,13 +1288,19 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
   constexpr bool bulk = true;
   constexpr int so = 1;
 #endif
+#ifdef HA_FAST_TIMING
+  const int ksm = g_bwd_kstream;
+#else
+  constexpr int ksm = kKeyStreamDefault;
+#endif
   mark(0);
+  [[maybe_unused]] int dbg_nseg = 1, dbg_p = 1;  // (timing printout)
   check(cudaMemsetAsync(dgamma, 0, sizeof(float) * p.H, st), "memset dgamma");
   float4* rowinfo = nullptr;
   ws_alloc(&rowinfo, sizeof(float4) * (size_t)rows, st);
   // 1. both state walks, one launch (segment sums + one scan over both first where B*H is small)
   __nv_bfloat16 *rec = nullptr, *rec_lo = nullptr, *rrec = nullptr, *rrec_lo = nullptr;
-  float *rz = nullptr, *wab = nullptr;
+  float *rz = nullptr, *wab = nullptr, *Dbuf = nullptr;
   T* zcb = nullptr;
   const bool inter = mode_has_la(p.mode) && nch >= 3;
   if (inter) {
@@ -1178,30 +1315,32 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     const int Tp = nch * kC;
     ws_alloc(&wab, sizeof(float) * (size_t)BH * Tp, st);
     ws_alloc(&zcb, sizeof(T) * 8 * (size_t)BH * Tp, st);
-    fast_bwd_prep_kernel<T, D><<<dim3(Tp / 32, BH), 256, 0, st>>>(p, Tp, wab, zcb);
+    ws_alloc(&Dbuf, sizeof(float) * (size_t)BH * Tp, st);
+    fast_bwd_prep_kernel<T, D><<<dim3(Tp / 32, BH), 256, 0, st>>>(p, Tp, wab, zcb, Dbuf);
     check_launch("fast_bwd_prep");
     const int M = nch - 1;
-    const int want = state_segments_bwd(BH);
-    int G = (M + std::max(1, want) - 1) / std::max(1, want);
-    G = std::max(2, G);
-    const int nseg = (M + G - 1) / G;
+    const WalkSplit ws = walk_split_bwd(BH, M);
+    const int nseg = ws.nseg, G = ws.G, P = ws.P;
+    dbg_nseg = nseg;
+    dbg_p = P;
+    const int nsub = (nseg - 1) * P + 1;  // prefix entries per (direction, b*h): the sub-segments' and the total
     const int64_t per = (int64_t)D * D + D;
     float* part = nullptr;
-    auto walk = [&](auto kern, int nsg, bool bk) {
+    auto walk = [&](auto kern, int nsg, int g, int pm, bool bk) {
       const size_t smem = walk_smem<T, D>(2, bk);
       check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "fast bwd walk smem");
-      kern<<<dim3(nsg, BH, 2), 2 * D, smem, st>>>(p, M, G, nseg, Tp, part, wab, zcb, rec, rec_lo, rrec, rrec_lo, rz);
+      kern<<<dim3(nsg, BH, 2), 2 * D, smem, st>>>(p, M, g, nsub, pm, Tp, part, wab, zcb, rec, rec_lo, rrec, rrec_lo, rz);
       check_launch("fast_bwd_walk");
     };
     // (2 stages: 3 measured no faster on an H200, and the state copy needs the shared memory)
     if (nseg > 1) {
-      ws_alloc(&part, sizeof(float) * 2 * (size_t)BH * nseg * per, st);
-      walk(fast_bwd_walk_kernel<T, D, true, 2, false>, nseg - 1, false);
-      launch_segment_scan(part, 2 * BH, nseg, per, +1, st);
+      ws_alloc(&part, sizeof(float) * 2 * (size_t)BH * nsub * per, st);
+      walk(fast_bwd_walk_kernel<T, D, true, 2, false>, nsub - 1, G / P, 1, false);
+      launch_segment_scan(part, 2 * BH, nsub, per, +1, st);
     }
     mark(1);
-    if (bulk) walk(fast_bwd_walk_kernel<T, D, false, 2, true>, nseg, true);
-    else walk(fast_bwd_walk_kernel<T, D, false, 2, false>, nseg, false);
+    if (bulk) walk(fast_bwd_walk_kernel<T, D, false, 2, true>, nseg, G, P, true);
+    else walk(fast_bwd_walk_kernel<T, D, false, 2, false>, nseg, G, P, false);
     if (part) check(cudaFreeAsync(part, st), "fast workspace free");
   } else {
     mark(1);
@@ -1212,7 +1351,7 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     const size_t smem = sizeof(T) * 6 * kC * LDS;
     check(cudaFuncSetAttribute(fast_bwd_row_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
           "fast bwd row smem");
-    fast_bwd_row_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, rowinfo, dq, dfq, dgamma, so);
+    fast_bwd_row_kernel<T, D><<<dim3(nch, BH), 128, smem, st>>>(p, rec, rec_lo, Dbuf, rowinfo, dq, dfq, dgamma, so);
     check_launch("fast_bwd_row");
   }
   mark(3);
@@ -1222,7 +1361,7 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     if (p.group == 1) {
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
-      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr, so);
+      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr, so, ksm);
       check_launch("fast_bwd_key");
     } else {
       float* acc = nullptr;
@@ -1231,7 +1370,7 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
       fast_bwd_key_kernel<T, D, true><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, acc,
-                                                                         acc + (size_t)nkv * D, so);
+                                                                         acc + (size_t)nkv * D, so, ksm);
       check_launch("fast_bwd_key");
       const int64_t n2 = nkv * D / 2;
       fast_convert_kernel<T><<<(unsigned)((n2 + 255) / 256), 256, 0, st>>>(acc, dk, n2);
@@ -1247,12 +1386,12 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     check(cudaEventSynchronize(ev[4]), "timing event");
     float a[4] = {};
     for (int i = 0; i < 4; ++i) cudaEventElapsedTime(&a[i], ev[i], ev[i + 1]);
-    printf("  fast bwd breakdown (bulk %d, stage_out %d, seg_mult %d): alloc+prep+walk sums+scan %.3f ms, state walks (fwd+rev, one launch) %.3f ms, row kernel %.3f ms, key kernel %.3f ms\n",
-           g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, a[0], a[1], a[2], a[3]);
+    printf("  fast bwd breakdown (bulk %d, stage_out %d, seg_mult %d, nseg %d, P %d, ks_mode %d): alloc+prep+walk sums+scan %.3f ms, state walks (fwd+rev, one launch) %.3f ms, row kernel %.3f ms, key kernel %.3f ms\n",
+           g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, dbg_nseg, dbg_p, ksm, a[0], a[1], a[2], a[3]);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif
-  for (void* x : {(void*)rz, (void*)wab, (void*)zcb, (void*)rec, (void*)rec_lo, (void*)rrec, (void*)rrec_lo})
+  for (void* x : {(void*)rz, (void*)wab, (void*)zcb, (void*)Dbuf, (void*)rec, (void*)rec_lo, (void*)rrec, (void*)rrec_lo})
     if (x) check(cudaFreeAsync(x, st), "fast workspace free");
   check(cudaFreeAsync(rowinfo, st), "fast workspace free");
 }
