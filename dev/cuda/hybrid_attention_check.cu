@@ -14,12 +14,13 @@
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
 //        --no-bwd-time: skip backward timing; --time-main: time only the two bf16 hybrid target
 //        shapes. Build with -DHA_FAST_TIMING for a per-kernel breakdown of the fast forward
-//        (two-kernel and fused forward timed side by side, extra fast cases walked in one segment,
-//        --fused N: the forward the sweep uses, 0 two-kernel, 1 fused with expf, 2 the same with the
-//        bar.arrive handoff, 3 fused with ex2.approx = what non-dev builds run, the default) and of
-//        the fast backward (the earlier state-walk segmentation and the key kernel's load schedules
-//        timed side by side; the sweep checks every load schedule and forced walk segmentations;
-//        --bwd-bulk 0|1 and --bwd-stage-out 0|1: bulk state stores and staged output stores, default 1).
+//        (two-kernel and fused forward variants timed side by side, extra fast cases walked in one
+//        segment and in 3 segments with 3 sub-segment sums each, --fused N: the forward the sweep
+//        uses, 0 two-kernel, 1 fused with expf, 2 the same with the bar.arrive handoff, 3 fused with
+//        ex2.approx, 10 + V the fused kernel's variant V, 99 = what non-dev builds run, the default)
+//        and of the fast backward (the earlier state-walk segmentation timed beside the default; the
+//        sweep also checks forced walk segmentations; --bwd-bulk 0|1 and --bwd-stage-out 0|1: bulk
+//        state stores and staged output stores, default 1).
 #define HA_WITH_CUDA 1
 #include <cuda_runtime.h>
 
@@ -37,7 +38,7 @@
 #include "ops/hybrid_attention/hybrid_attention.h"
 
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused, g_bwd_nseg, g_bwd_sub_p, g_bwd_kstream; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused, g_bwd_nseg, g_bwd_sub_p, g_fast_sub, g_fast_fused_want, g_fast_sub_k; } }
 #endif
 using namespace ha;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(2); } } while (0)
@@ -478,33 +479,6 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
     off += snprintf(buf + off, sizeof(buf) - off, " %s%s=%.1e/%.1e%s (gen %.1e/%.1e)", pass ? "" : "**", namesb[i], e.rel2, e.relmax,
                     e.nan ? "(NaN)" : "", eg.rel2, eg.relmax);
   }
-#ifdef HA_FAST_TIMING
-  // the key kernel's other load schedules (ks_mode) on the same inputs, same criteria
-  {
-    const int ks0 = cuda_detail::g_bwd_kstream;
-    for (int ks = 0; ks < 3; ++ks) {
-      if (ks == ks0) continue;
-      cuda_detail::g_bwd_kstream = ks;
-      dq_.poison(); dk_.poison(); dv_.poison(); dfq_.poison(); dfk_.poison(); DG.poison();
-      try {
-        cuda_detail::launch_backward_fast(kp, c.dt, dq_.p, dk_.p, dv_.p, dfq_.p, dfk_.p, (float*)DG.p, nullptr);
-        CK(cudaDeviceSynchronize());
-      } catch (std::exception& ex) { printf("EXCEPTION %s\n", ex.what()); g_fast_fail++; cuda_detail::g_bwd_kstream = ks0; return; }
-      std::vector<double> gv[6] = {dq_.down(), dk_.down(), dv_.down(), dfq_.down(), dfk_.down(), DG.down()};
-      bool vok = true;
-      for (int i = 0; i < 6; ++i) {
-        Err e = compare(gv[i], *refb[i]), eg = compare(gb[1][i], *refb[i]);
-        double t2 = i == 5 ? 0.05 : tol2, tm = i == 5 ? 0.05 : tolm;
-        bool pass = !e.nan && e.rel2 <= t2 && e.relmax <= tm;
-        if (i < 5 && e.rel2 > std::max(2.0 * eg.rel2, di == 0 ? 4e-3 : 1e-3)) pass = false;
-        if (!pass) vok = false;
-      }
-      if (!vok) ok = false;
-      off += snprintf(buf + off, sizeof(buf) - off, " ks%d:%s", ks, vok ? "ok" : "**FAIL");
-    }
-    cuda_detail::g_bwd_kstream = ks0;
-  }
-#endif
   g_fast_cases++;
   if (!ok) g_fast_fail++;
   printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took && tookb ? "" : "(declined)", B, H, c.Hkv, T, c.d,
@@ -560,6 +534,16 @@ static void fast_sweep(std::mt19937_64& rng) {
   fast_case({1, 2, 1, 900, 128, 128, 128, 32, 8, 2, 1, 1, 0, DType::BF16}, rng);
   cuda_detail::g_bwd_nseg = 0;
   cuda_detail::g_bwd_sub_p = 0;
+  // fused forward with 3 segments per head whose starting states come from 3 sub-segment sums each
+  cuda_detail::g_fast_fused_want = 3;
+  cuda_detail::g_fast_sub_k = 3;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt}, rng);
+    fast_case({1, 2, 2, 1000, 128, 128, 128, 32, 8, 4, 1, 0, 0, dt}, rng);
+    fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
+  }
+  cuda_detail::g_fast_fused_want = 0;
+  cuda_detail::g_fast_sub_k = 0;
 #endif
   printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
   const char* dn[] = {"bf16", "f16"};
@@ -576,7 +560,11 @@ static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false;
 #ifdef HA_FAST_TIMING
 namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p; } }
 #endif
-[[maybe_unused]] static int g_fused_sel = 3;  // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx (default)
+// --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx
+// (variant 0 = the previous fused kernel), 10 + V fused ex2.approx with variant bits V (1 trim, 2 state-warp
+// loads, 8 state-warp y stores; V in {0, 2, 3, 10, 11}), 99 = what non-dev builds run (V 3 with one
+// segment per head, V 11 with several; without the trim where the window frame does not hold), the default
+[[maybe_unused]] static int g_fused_sel = 99;
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
   size_t nq = (size_t)B * H * T * d, nr = (size_t)B * H * T;
@@ -621,36 +609,44 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     uint64_t thr = UINT64_MAX, zero = 0;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
     // before/after in the same run: the two-kernel path (state walk + main kernel) and the fused kernel
-    for (int fused : {0, 2, 1, 3}) {
+    // (sub 0: the previous segment-sum pre-pass, one block per segment + scan; only differs where B*H < SMs)
+    const int sel[][2] = {{0, 1}, {3, 0}, {13, 0}, {13, 1}, {21, 1}, {99, 1}, {3, 0}, {99, 1}};
+    for (auto& fs : sel) {
+      const int fused = fs[0];
+      if (fs[1] == 0 && (int64_t)B * H >= 132) continue;
       cuda_detail::g_fast_fused = fused;
+      cuda_detail::g_fast_sub = fs[1];
       float tr = bench([&] { hybrid_attention_forward_cuda(p, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
-             fused == 0 ? "two-kernel" : fused == 1 ? "fused, expf" : fused == 2 ? "fused, expf, bar.arrive handoff" : "fused (ex2.approx)");
+      char vn[32];
+      if (fused >= 99) snprintf(vn, sizeof vn, "auto");
+      else snprintf(vn, sizeof vn, "%d", fused >= 10 ? fused - 10 : 0);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s, variant %s, sum blocks %s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
+             fused == 0 ? "two-kernel" : fused == 1 ? "fused, expf" : fused == 2 ? "fused, expf, bar.arrive handoff" : "fused (ex2.approx)",
+             vn, fs[1] ? "per sub-segment" : "per segment");
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_forward_cuda(p, st);
       cuda_detail::g_fast_timing = 0;
     }
     cuda_detail::g_fast_fused = g_fused_sel;
+    cuda_detail::g_fast_sub = 1;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &zero));
   }
 #endif
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
 #ifdef HA_FAST_TIMING
   if (!g_no_bwd_time) {
-    // backward with the earlier state-walk segment rule (seg_mult 2), then the key kernel's load
-    // schedules (ks_mode 0, 1, 2), then the defaults; each with its per-kernel breakdown
+    // backward with the earlier state-walk segment rule (seg_mult 2), then the defaults; each with
+    // its per-kernel breakdown
     const int db = cuda_detail::g_bwd_bulk, dso = cuda_detail::g_bwd_stage_out, dm = cuda_detail::g_bwd_seg_mult;
-    const int dks = cuda_detail::g_bwd_kstream;
-    const int cfg[5][5] = {{1, 1, 2, 0, dks}, {1, 1, dm, 0, 0}, {1, 1, dm, 0, 1}, {1, 1, dm, 0, 2}, {db, dso, dm, 0, dks}};
+    const int cfg[2][4] = {{1, 1, 2, 0}, {db, dso, dm, 0}};
     for (auto& c3 : cfg) {
       cuda_detail::g_bwd_bulk = c3[0];
       cuda_detail::g_bwd_stage_out = c3[1];
       cuda_detail::g_bwd_seg_mult = c3[2];
       cuda_detail::g_bwd_sub_p = c3[3];
-      cuda_detail::g_bwd_kstream = c3[4];
       const float t = bench([&] { hybrid_attention_backward_cuda(gp, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d, ks_mode %d\n", dtype_name(dt), mode_name(mode), B, H,
-             T, w, t, c3[0], c3[1], c3[2], c3[3], c3[4]);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d\n", dtype_name(dt), mode_name(mode), B, H,
+             T, w, t, c3[0], c3[1], c3[2], c3[3]);
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_backward_cuda(gp, st);
       cuda_detail::g_fast_timing = 0;
@@ -659,7 +655,6 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cuda_detail::g_bwd_stage_out = dso;
     cuda_detail::g_bwd_seg_mult = dm;
     cuda_detail::g_bwd_sub_p = 0;
-    cuda_detail::g_bwd_kstream = dks;
   }
 #endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)

@@ -6,10 +6,11 @@
 //   2. f32 / bf16 / f16: GPU prefill(T0) + steps vs the CPU f64 decode on the dtype-rounded
 //      inputs, every mode, both geometries, GQA, keep, both lambdas;
 //   3. --time (runs first): per-step time at H=32, d=F=dv=128, w=64, bf16, B in {1, 16, 64, 256},
-//      for the split kernel's automatic choice (the previous default), the general kernel, the
-//      automatic choice and the fused kernels at each split count, launched and as a CUDA-graph
-//      replay; parts 1 and 2 check every kernel variant at every split count.
-// --quick: a few fused-kernel cases only (for compute-sanitizer).
+//      for the automatic choice, the fused kernel at 2 and 4 splits (the previous default) and
+//      the persistent kernel at 1 and 2
+//      blocks per SM, launched and as a CUDA-graph replay; parts 1 and 2 check every kernel
+//      variant at every split count (the persistent kernel also with more heads than blocks).
+// --quick: a few fused- and persistent-kernel cases only (for compute-sanitizer).
 // Build (from the repository root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
 //     -I native -I . dev/cuda/hybrid_decode_check.cu native/ops/hybrid_decode/hybrid_decode.cu \
@@ -396,9 +397,10 @@ static void time_steps() {
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.c = bufs.back()->p;
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_swa = bufs.back()->p;
     bufs.push_back(new Dev((size_t)B * 32 * 4)); sp.den_la = bufs.back()->p;
-    // variant * 100 + splits: 200 = the split kernel's automatic choice (the previous default),
-    // 0 = the automatic choice now (the fused kernel here), 30k = the fused kernel at k splits
-    for (int vs : {200, -1, 0, 301, 302, 304, 308}) {
+    // variant * 100 + splits: 0 = the automatic choice now, 30k = the fused kernel at k splits
+    // (302 at B >= 16 and 304 at B = 1 were the automatic choice before), 40k = the persistent
+    // kernel at k blocks per SM (402 is the automatic choice from 2 heads per SM)
+    for (int vs : {0, 302, 304, 401, 402}) {
       const int splits = vs < 0 ? vs : vs % 100, variant = vs < 0 ? 0 : vs / 100;
       sp.splits = splits;
       sp.variant = variant;
@@ -460,10 +462,11 @@ int main(int argc, char** argv) {
   // variant 0: automatic (the fused kernel where it runs: sliding; hybrid, swa, la, none; else
   // the split kernel); 1, 2: the split kernel's two tunings; 3: the fused kernel; splits -1: the
   // general kernel
-  for (int variant : {0, 1, 2, 3})
+  for (int variant : {0, 1, 2, 3, 4})
   for (int splits : {-1, 1, 2, 4, 8}) {
     if (variant > 0 && splits == -1) continue;
-    if (quick && !(variant == 3 && (splits == 1 || splits == 2))) continue;
+    if (variant == 4 && splits > 2) continue;  // persistent: blocks per SM
+    if (quick && !(variant >= 3 && (splits == 1 || splits == 2))) continue;
     g_splits = splits;
     g_variant = variant;
     for (auto geom : {WindowGeometry::Sliding, WindowGeometry::Terraced})
@@ -490,10 +493,32 @@ int main(int argc, char** argv) {
             Problem P{2, 4, 2, 32, 32, 16, w, 3, WindowGeometry::Sliding, mode, mode == HybridMode::La ? LambdaKind::Affine : LambdaKind::One, true};
             for (int64_t T0 : {0, 5}) check_sequence(P, t, 24, T0, g);
           }
+    // the persistent kernel with more heads than blocks (each block walks several heads and its
+    // stage ring wraps; the position counter spans blocks)
+    if (variant == 4) {
+      for (auto mode : {HybridMode::Hybrid, HybridMode::Swa, HybridMode::La, HybridMode::None}) {
+        Problem Many{300, 8, 2, 32, 32, 16, 8, 3, WindowGeometry::Sliding, mode, mode == HybridMode::La ? LambdaKind::Affine : LambdaKind::One, true};
+        check_same_state(Many, g);
+        for (DType t : {DType::F32, DType::BF16}) check_sequence(Many, t, 20, 5, g);
+      }
+      Problem ManyBig{48, 8, 4, 128, 128, 128, 64, 8, WindowGeometry::Sliding, HybridMode::Hybrid, LambdaKind::One, true};
+      check_same_state(ManyBig, g);
+    }
     printf("sweep variant=%d splits=%d: %d checks, %d failures\n", variant, splits, g_checks, g_fail);
   }
   g_splits = 0;
   g_variant = 0;
+  // the automatic choice with many heads (the persistent kernel from 2 heads per SM)
+  for (auto mode : {HybridMode::Hybrid, HybridMode::La}) {
+    Problem Many{300, 8, 2, 32, 32, 16, 8, 3, WindowGeometry::Sliding, mode, LambdaKind::Affine, true};
+    check_same_state(Many, g);
+    check_sequence(Many, DType::BF16, 20, 5, g);
+  }
+  {
+    Problem ManyBig{48, 8, 4, 128, 128, 128, 64, 8, WindowGeometry::Sliding, HybridMode::Swa, LambdaKind::One, true};
+    check_same_state(ManyBig, g);
+  }
+  printf("automatic, many heads: %d checks, %d failures\n", g_checks, g_fail);
   if (quick) {
     printf("%d checks, %d failures\n", g_checks, g_fail);
     return g_fail ? 1 : 0;

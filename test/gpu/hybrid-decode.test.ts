@@ -173,6 +173,8 @@ const cases: Case[] = [
   { B: 1, H: 3, Hkv: 1, T: 29, d: 24, dv: 18, F: 10, w: 5, sinks: 4, seed: 202 }, // dv % 4 != 0: scalar S pass
   { B: 1, H: 2, Hkv: 2, T: 19, d: 16, dv: 16, F: 12, w: 1, sinks: 2, seed: 203 },
   { B: 1, H: 2, Hkv: 1, T: 140, d: 128, dv: 128, F: 128, w: 64, sinks: 8, seed: 204, withKeep: true },
+  // B*H >= 2 x SMs (132 on an H100/H200): single-token sliding steps run the persistent kernel
+  { B: 9, H: 32, Hkv: 8, T: 70, d: 32, dv: 32, F: 32, w: 8, sinks: 4, seed: 205, withKeep: true },
 ];
 
 describe.skipIf(!gpuAvailable)('CUDA decode vs the CPU f64 reference', () => {

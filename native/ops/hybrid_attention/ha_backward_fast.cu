@@ -23,8 +23,8 @@
 //   3. key kernel, one CTA per (key chunk c, b*h): recomputes S^T, dP^T, A^T against the 128 rows
 //      of chunks c, c+1; writes dk, dv (summed over GQA heads through fp32 atomics when H > Hkv)
 //      and dfk.
-// H200, bf16, B=4 H=32 T=2048 d=F=128 w=64: prep 0.05 ms, walks 0.15 ms, row 0.34 ms, key 0.46 ms
-// (bwd 0.994 ms); B=1 T=16384: prep + sums + scan 0.29, walks 0.31, row 0.65, key 0.95 (2.199 ms).
+// H200, bf16, B=4 H=32 T=2048 d=F=128 w=64: prep 0.05 ms, walks 0.15 ms, row 0.34 ms, key 0.45 ms
+// (key kernel as at e086c2a, measured there: 0.449 ms, and 0.896 ms at B=1 T=16384).
 // Nothing T x T is stored; all states are accumulated in fp32 and stored in bf16 like the forward's
 // (f16 inputs: bf16 hi + lo parts, see state_parts).
 #include <algorithm>
@@ -810,8 +810,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
                                                               const float* __restrict__ rzb,
                                                               const float4* __restrict__ rowinfo, T* __restrict__ dkp,
                                                               T* __restrict__ dvp, T* __restrict__ dfkp,
-                                                              float* __restrict__ dkacc, float* __restrict__ dvacc, int so,
-                                                              int ks_mode) {
+                                                              float* __restrict__ dkacc, float* __restrict__ dvacc, int so) {
   constexpr int LDS = D + 8, ND = D / 8, KS = D / 16;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* KSm = reinterpret_cast<T*>(smraw);
@@ -866,29 +865,8 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     load_rows<T, D>(GS, dy, r0, kC, T_);
     if (lh[hh]) load_rows<T, D>(FQS, fq, r0, kC, T_);
   };
-  // Rows rt*16 + [0, 16) of half hh into the slots of row tile rt
-  auto load_tile = [&](int hh, int rt) {
-    const int r0 = key0 + hh * kC + rt * 16;
-    if (sh[hh]) load_rows<T, D>(QS + rt * 16 * LDS, q, r0, 16, T_);
-    load_rows<T, D>(GS + rt * 16 * LDS, dy, r0, 16, T_);
-    if (lh[hh]) load_rows<T, D>(FQS + rt * 16 * LDS, fq, r0, 16, T_);
-  };
-  // Rr_c (bf16 hi part, D rows of stride LDS) goes over QS..GS; its rows rt*16 + 64j + [0, 16) lie
-  // exactly in the QS and GS rows of row tile rt, so they are loaded as each tile of the last half is done
-  auto load_rr_rows = [&](int rt) {
-    constexpr int PPR = LDS / 8;  // 16-byte pieces per row
-    const __nv_bfloat16* R = rrec + ((int64_t)bh * nch + c) * D * LDS;
-    __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(QS);
-    for (int i = tid; i < 16 * (D / 64) * PPR; i += blockDim.x) {
-      const int rr = i / PPR, cc = i - rr * PPR;
-      const int row = (rr >> 4) * 64 + rt * 16 + (rr & 15);
-      cp_async16(smem_u32(dst + row * LDS + cc * 8), R + (int64_t)row * LDS + cc * 8, true);
-    }
-  };
-  const int first = rh[0] ? 0 : (rh[1] ? 1 : -1);  // the half loaded with K, V, FK
-  const int last = rh[1] ? 1 : first;               // the last half phase 1 walks; FQS keeps its fq
-  const bool both = rh[0] && rh[1];
-  if (first >= 0) load_half(first);
+  int loaded = rh[0] ? 0 : (rh[1] ? 1 : -1);
+  if (loaded >= 0) load_half(loaded);
   cp_commit();
   {
     const int i = tid;  // 128 threads, 2kC rows
@@ -921,35 +899,20 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
 #pragma unroll
   for (int i = 0; i < 8; ++i) dAr[i][0] = dAr[i][1] = dAr[i][2] = dAr[i][3] = 0u;
 
-  // ---- phase 1: dk, dv over the rows of both halves; dA^T kept in registers.
-  // ks_mode 0: the second half is loaded when the first is done, Rr_c after phase 1. 1 / 2: loads
-  // stream by 16 / 32 rows (gran row tiles): the second half's rows go in as the first half's tiles
-  // are done, Rr_c's rows as the last half's tiles are done. H200, B=4 T=2048: key kernel 0.464 /
-  // 0.486 / 0.474 ms for ks_mode 0 / 1 / 2 (the syncs per tile cost more than the hidden loads).
-  const bool stream = ks_mode != 0;
-  const int gran = ks_mode == 1 ? 1 : 2;
-  if (first >= 0) {
-    cp_wait<0>();
-    __syncthreads();
-  }
+  // ---- phase 1: dk, dv over the rows of both halves; dA^T kept in registers
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     if (!rh[hh]) continue;
-    if (hh == 1 && both && !stream) {
-      __syncthreads();  // every warp is done with the first half's rows
-      load_half(1);
+    if (hh != loaded) {
+      __syncthreads();  // every warp is done with the other half's rows
+      load_half(hh);
       cp_commit();
-      cp_wait<0>();
-      __syncthreads();
+      loaded = hh;
     }
+    cp_wait<0>();
+    __syncthreads();
 #pragma unroll
     for (int rt = 0; rt < 4; ++rt) {
-      if (hh == 1 && both && stream && rt % gran == 0) {
-        // committed after this group: the half's later groups (4 / gran - 1 - rt / gran) and Rr_c's so far (rt / gran)
-        if (gran == 1) cp_wait<3>();
-        else cp_wait<1>();
-        __syncthreads();
-      }
       const int rl0 = hh * kC + rt * 16;  // local row index (0..127) of the tile's first row
       const T* Qt = QS + rt * 16 * LDS;
       const T* Gt = GS + rt * 16 * LDS;
@@ -1030,37 +993,8 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
           mma16816<T>(dk[2 * np + 1], sf, bfr[2], bfr[3]);
         }
       }
-      if (stream && rt % gran == gran - 1) {
-        if (both && hh == 0) {
-          __syncthreads();  // every warp is done with these tiles' rows
-          for (int tt = rt + 1 - gran; tt <= rt; ++tt) load_tile(1, tt);
-          cp_commit();
-        } else if (hh == last && rt < 3) {
-          if (inter) {
-            __syncthreads();  // every warp is done with these tiles' rows
-            for (int tt = rt + 1 - gran; tt <= rt; ++tt) load_rr_rows(tt);
-          }
-          cp_commit();  // (empty without inter: keeps the group count of the waits above)
-        }
-      }
     }
   }
-  // Rr_c's remaining rows (all of them when not streamed or no half was walked), then (a group of its
-  // own) the first half's fq for phase 2 into KSm: K is dead
-  const bool pre = last == 1 && lh[0];
-  __syncthreads();  // every warp is done with phase 1
-  if (inter) {
-    if (first >= 0 && stream) {
-      for (int tt = 4 - gran; tt < 4; ++tt) load_rr_rows(tt);
-    } else {
-      const __nv_bfloat16* R = rrec + ((int64_t)bh * nch + c) * D * LDS;
-      __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(QS);
-      for (int i = tid; i < D * LDS / 8; i += blockDim.x) cp_async16(smem_u32(dst + i * 8), R + i * 8, true);
-    }
-  }
-  cp_commit();
-  if (pre) load_rows<T, D>(KSm, fq, key0, kC, T_);
-  cp_commit();
 
   // ---- inter-chunk LA: Rr_c into QS..GS; dv += FK Rr_c
   const __nv_bfloat16* Rs = reinterpret_cast<const __nv_bfloat16*>(QS);
@@ -1076,12 +1010,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
   if (inter) {
 #pragma unroll 1
     for (int part = 0; part < state_parts<T>(); ++part) {
-    if (part == 0) {
-      cp_wait<1>();  // all but the fq prefetch
-      __syncthreads();
-    } else {
-      load_rr(part);
-    }
+    load_rr(part);
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       uint32_t af[4];
@@ -1097,10 +1026,10 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
     }
     }  // part
   }
-  // write dk, dv (staged: through this warp's own FK rows, which it has read for the last time)
+  // write dk, dv (staged: through this warp's own K and FK rows, which it has read for the last time)
   const bool oka = ja < T_, okb = jb < T_;
   if (!ACC && so) {
-    warp_store_tile<T, D>(dkp + kvb * D, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dk, p.scale, lane);
+    warp_store_tile<T, D>(dkp + kvb * D, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dk, p.scale, lane);
     warp_store_tile<T, D>(dvp + kvb * D, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dv, 1.f, lane);
   } else {
 #pragma unroll
@@ -1163,13 +1092,15 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
       dv[nt][3] -= z1;
     }
   }
-  if (last >= 0) {
+  if (loaded >= 0) {
 #pragma unroll
     for (int pass = 0; pass < 2; ++pass) {
-      const int hh = pass == 0 ? last : 1 - last;
+      const int hh = pass == 0 ? loaded : 1 - loaded;
       if (!lh[hh]) continue;
-      const T* Fb = pass == 0 ? FQS : KSm;  // pass 1: half 0 (pre), prefetched into KSm
       if (pass == 1) {
+        __syncthreads();  // every warp is done with FQS
+        load_rows<T, D>(FQS, fq, key0 + hh * kC, kC, T_);
+        cp_commit();
         cp_wait<0>();
         __syncthreads();
       }
@@ -1178,7 +1109,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
         uint32_t af[4];  // (selects, so that dAr stays in registers: hh is not a compile-time index)
 #pragma unroll
         for (int i = 0; i < 4; ++i) af[i] = hh ? dAr[4 + rt][i] : dAr[rt][i];
-        const T* frow = Fb + (rt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+        const T* frow = FQS + (rt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
 #pragma unroll
         for (int np = 0; np < ND / 2; ++np) {
           uint32_t bfr[4];
@@ -1191,7 +1122,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
   }
   T* dfk = dfkp + rb * D;
   if (so) {
-    warp_store_tile<T, D>(dfk, key0 + warp * 16, T_, FKS + warp * 16 * LDS, dv, 1.f, lane);
+    warp_store_tile<T, D>(dfk, key0 + warp * 16, T_, KSm + warp * 16 * LDS, dv, 1.f, lane);
   } else {
 #pragma unroll
     for (int nt = 0; nt < ND; ++nt) {
@@ -1211,8 +1142,6 @@ __global__ void fast_convert_kernel(const float* __restrict__ src, T* __restrict
   }
 }
 
-// Key kernel load schedule (ks_mode, see fast_bwd_key_kernel)
-constexpr int kKeyStreamDefault = 0;
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 extern int g_fast_timing;
@@ -1220,7 +1149,6 @@ int g_bwd_bulk = 1;       // dev builds only: 0 = the walks store states with pe
 int g_bwd_stage_out = 1;  // dev builds only: 0 = row/key kernels store outputs from the fragments
 int g_bwd_seg_mult = -1;  // dev builds only: state-walk segments (see walk_split_bwd; 2 = the earlier rule)
 int g_bwd_nseg = 0, g_bwd_sub_p = 0;  // dev builds only: force the walk's segments / sum sub-segments
-int g_bwd_kstream = fast::kKeyStreamDefault;   // dev builds only: the key kernel's ks_mode
 namespace fast {
 #endif
 
@@ -1287,11 +1215,6 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
 #else
   constexpr bool bulk = true;
   constexpr int so = 1;
-#endif
-#ifdef HA_FAST_TIMING
-  const int ksm = g_bwd_kstream;
-#else
-  constexpr int ksm = kKeyStreamDefault;
 #endif
   mark(0);
   [[maybe_unused]] int dbg_nseg = 1, dbg_p = 1;  // (timing printout)
@@ -1361,7 +1284,7 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     if (p.group == 1) {
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
-      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr, so, ksm);
+      fast_bwd_key_kernel<T, D, false><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, nullptr, nullptr, so);
       check_launch("fast_bwd_key");
     } else {
       float* acc = nullptr;
@@ -1370,7 +1293,7 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
       check(cudaFuncSetAttribute(fast_bwd_key_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
             "fast bwd key smem");
       fast_bwd_key_kernel<T, D, true><<<dim3(nch, BH), 128, smem, st>>>(p, rrec, rrec_lo, rz, rowinfo, dk, dv, dfk, acc,
-                                                                         acc + (size_t)nkv * D, so, ksm);
+                                                                         acc + (size_t)nkv * D, so);
       check_launch("fast_bwd_key");
       const int64_t n2 = nkv * D / 2;
       fast_convert_kernel<T><<<(unsigned)((n2 + 255) / 256), 256, 0, st>>>(acc, dk, n2);
@@ -1386,8 +1309,8 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     check(cudaEventSynchronize(ev[4]), "timing event");
     float a[4] = {};
     for (int i = 0; i < 4; ++i) cudaEventElapsedTime(&a[i], ev[i], ev[i + 1]);
-    printf("  fast bwd breakdown (bulk %d, stage_out %d, seg_mult %d, nseg %d, P %d, ks_mode %d): alloc+prep+walk sums+scan %.3f ms, state walks (fwd+rev, one launch) %.3f ms, row kernel %.3f ms, key kernel %.3f ms\n",
-           g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, dbg_nseg, dbg_p, ksm, a[0], a[1], a[2], a[3]);
+    printf("  fast bwd breakdown (bulk %d, stage_out %d, seg_mult %d, nseg %d, P %d): alloc+prep+walk sums+scan %.3f ms, state walks (fwd+rev, one launch) %.3f ms, row kernel %.3f ms, key kernel %.3f ms\n",
+           g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, dbg_nseg, dbg_p, a[0], a[1], a[2], a[3]);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif

@@ -463,9 +463,11 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
 // Each input row is loaded once per CTA: K/V/FK live in a 3-slot ring (chunks c-1, c, and c+1 in
 // flight), Q/FQ in one slot each, reloaded for c+1 as soon as both roles are done with them
 // (named barrier 1, after the attention warps' S and A and the state warps' FQ R_c; the state
-// warps then update R while the attention warps run P V). Sequence-parallel segments when
-// B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1} = part[s]
-// (the two-kernel path's segment sums + exclusive scan).
+// warps then update R while the attention warps run P V). The attention warps are the critical
+// path (issue/latency bound), so the shipped variants (V below) give them less to do: S over the
+// 5 key tiles their rows can see, and every cp.async (with segments also the y stores) issued by
+// the state warps. Sequence-parallel segments when B*H is below the SM count: CTA s > 0 walks
+// chunks [sG+1, (s+1)G+1) from R_{sG+1} = part[s] (sums over sub-segments + a prefix, run_fused).
 template <class T, int D>
 __device__ __forceinline__ void load_chunk_rows(T* dst, const T* src, int r0, int T_, int tid, int nthr) {
   constexpr int CPR = D / 8;
@@ -493,8 +495,19 @@ __device__ __forceinline__ float ex2_approx(float x) {
 // EX2: P = 2^(x log2 e - c log2 e) (ex2.approx: one FFMA + MUFU) instead of the accurate expf
 // (~8 instructions; the attention warps are issue-bound). Non-dev builds use EX2 = true only.
 // `arrive` (dev builds only) lets the state warps bar.arrive instead of bar.sync at barrier 1.
-template <class T, int D, bool EX2>
+// V (variant bits; dev builds time them side by side; run_fused says which run where):
+//   kFwTrim: the attention warps work in a frame of 16-key tiles relative to their rows: warp w's
+//     window keys lie in tiles [w, w+4] of the 128 keys of chunks c-1|c (sliding windows, and
+//     terraced ones with w <= 32), so S is 5 tiles instead of 8 and A / P V skip the tiles left of
+//     the LA range; chunk -1 is zero-filled so no tile needs a chunk-0 special case.
+//   kFwStateLoads: the state warps issue every cp.async of the walk (the attention warps issue none).
+//   kFwStateStores: the state warps also write y: the attention warps leave chunk c's normalised rows
+//     in X (as bf16) and the state warps copy them out after the next barrier (the last chunk's
+//     after the walk), before their FQ R_{c+1} overwrites X.
+constexpr int kFwTrim = 1, kFwStateLoads = 2, kFwStateStores = 8;
+template <class T, int D, bool EX2, int V = 0>
 __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int arrive, const float* __restrict__ part) {
+  constexpr bool TRIM = (V & kFwTrim) != 0, SLOAD = (V & kFwStateLoads) != 0, SSTORE = (V & kFwStateStores) != 0;
   constexpr int LDS = D + 8, TILE = kC * LDS, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
   constexpr int XLD = D + 8;    // fp32 row stride of X: float2 accesses of a half-warp hit 32 banks
   constexpr int SMT = D / 64;   // state warp: m-tiles (16 dv columns) of R^T
@@ -535,7 +548,16 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
     if (win) load_chunk_rows<T, D>(Qs, q, m * kC, T_, i0, n);
     load_chunk_rows<T, D>(FQs, fq, m * kC, T_, i0, n);
   };
-  if (lo >= 1) load_kvf(lo - 1, tid, 256);
+  // chunk m's normalised rows, left in X as 16-bit values (row stride 2 XLD) by the attention warps -> y
+  auto store_y = [&](int m, int i0, int n) {
+    constexpr int CPR = D / 8;
+    const T* Os = reinterpret_cast<const T*>(X);
+    for (int i = i0; i < kC * CPR; i += n) {
+      const int r = i / CPR, cc = i - r * CPR, gr = m * kC + r;
+      if (gr < T_) *reinterpret_cast<uint4*>(y + (int64_t)gr * D + cc * 8) = *reinterpret_cast<const uint4*>(Os + r * 2 * XLD + cc * 8);
+    }
+  };
+  if (lo >= 1 || TRIM) load_kvf(lo - 1, tid, 256);  // (TRIM: chunk -1 = zeros)
   load_kvf(lo, tid, 256);
   load_qf(lo, tid, 256);
   cp_commit();
@@ -547,7 +569,7 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
     for (int c = lo; c < hi; ++c) {
       cp_wait<0>();
       __syncthreads();  // chunk c landed; everyone is done with chunk c-1 (slot c-2 and X are free)
-      if (c + 1 < hi) load_kvf(c + 1, tid, 256);
+      if (!SLOAD && c + 1 < hi) load_kvf(c + 1, tid, 256);
       cp_commit();
       const int row0 = c * kC, key0 = row0 - kC;
       const int rlast = min(T_, row0 + kC) - 1;
@@ -569,143 +591,275 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
 #pragma unroll
       for (int i = 0; i < NT; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
       float mx_a = 0.f, mx_b = 0.f, sw_a = 0.f, sw_b = 0.f, sl_a = 0.f, sl_b = 0.f;
-      // ---- 1. window: S = Q K^T, mask, row max, P = exp(S - c)
-      if (win) {
-        const T* Qw = Qs + warp * 16 * LDS;
-#pragma unroll
-        for (int ks = 0; ks < KS; ++ks) {
-          uint32_t qa[4];
-          ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            if (!s_act[hh]) continue;
-#pragma unroll
-            for (int np = 0; np < 4; ++np) {
-              uint32_t kf[4];
-              ldsm_x4(kf, smem_u32(Kh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-              mma16816<T>(pc[hh * 8 + np * 2], qa, kf[0], kf[1]);
-              mma16816<T>(pc[hh * 8 + np * 2 + 1], qa, kf[2], kf[3]);
-            }
-          }
-        }
-        const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
-        const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
-        float ma = -INFINITY, mb = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (!s_act[nt / 8]) continue;
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int j = key0 + nt * 8 + 2 * t + e;
-            float x = pc[nt][e] * p.scale;
-            x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
-            pc[nt][e] = x;
-            ma = fmaxf(ma, x);
-            float z = pc[nt][2 + e] * p.scale;
-            z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
-            pc[nt][2 + e] = z;
-            mb = fmaxf(mb, z);
-          }
-        }
-        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
-        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
-        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
-        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
-        mx_a = ma == -INFINITY ? 0.f : ma;
-        mx_b = mb == -INFINITY ? 0.f : mb;
-        constexpr float kL2E = 1.4426950408889634f;
-        const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (!s_act[nt / 8]) continue;
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float pa, pb;
-            if constexpr (EX2) {
-              pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
-              pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
-            } else {
-              pa = expf(pc[nt][e] - mx_a);
-              pb = expf(pc[nt][2 + e] - mx_b);
-            }
-            sw_a += pa;
-            sw_b += pb;
-            pc[nt][e] = cw * pa;
-            pc[nt][2 + e] = cw * pb;
-          }
-        }
-        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
-        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
-        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
-        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
-      }
-      // ---- 2. LA inside chunks c-1, c: A = FQ FK^T masked to j < la_end(n)
-      if (la_any) {
-        const T* FQw = FQs + warp * 16 * LDS;
-        const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          if (!a_act[hh]) continue;
-          float a[8][4];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
+      // rows of this warp: 16-key tile kt (0..7 over chunks c-1 | c) of keys key0 + 16 kt + [0, 16);
+      // TRIM keeps the P / A accumulators of tile kt = warp + i in pc[2 (i + 3)], i in [-3, 4]
+      auto ktile = [&](const T* const (&hb)[2], int kt) { return (kt < 4 ? hb[0] : hb[1]) + (kt & 3) * 16 * LDS; };
+      const int le_rel = la ? la_end(p, row0 + warp * 16 + 15) - key0 : INT_MIN;  // A keys of the warp: kl < le_rel
+      if constexpr (TRIM) {
+        // ---- 1. window: S = Q K^T over tiles warp .. warp+4, mask, row max, P = exp(S - c)
+        if (win) {
+          const T* Qw = Qs + warp * 16 * LDS;
 #pragma unroll
           for (int ks = 0; ks < KS; ++ks) {
-            uint32_t fa[4];
-            ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+            uint32_t qa[4];
+            ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
-            for (int np = 0; np < 4; ++np) {
+            for (int i = 0; i < 5; ++i) {
               uint32_t kf[4];
-              ldsm_x4(kf, smem_u32(Fh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-              mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
-              mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
+              ldsm_x4(kf, smem_u32(ktile(Kh, warp + i) + ((lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+              mma16816<T>(pc[(i + 3) * 2], qa, kf[0], kf[1]);
+              mma16816<T>(pc[(i + 3) * 2 + 1], qa, kf[2], kf[3]);
             }
           }
+          const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
+          const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
+          float ma = -INFINITY, mb = -INFINITY;
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
+          for (int nt = 6; nt < NT; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const int j = key0 + hh * kC + i * 8 + 2 * t + e;
-              const float xa = j < le_a ? a[i][e] : 0.f, xb = j < le_b ? a[i][2 + e] : 0.f;
-              sl_a += xa;
-              sl_b += xb;
-              pc[hh * 8 + i][e] += xa;
-              pc[hh * 8 + i][2 + e] += xb;
+              const int j = key0 + (warp - 3) * 16 + nt * 8 + 2 * t + e;
+              float x = pc[nt][e] * p.scale;
+              x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
+              pc[nt][e] = x;
+              ma = fmaxf(ma, x);
+              float z = pc[nt][2 + e] * p.scale;
+              z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
+              pc[nt][2 + e] = z;
+              mb = fmaxf(mb, z);
             }
           }
+          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
+          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
+          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
+          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
+          mx_a = ma == -INFINITY ? 0.f : ma;
+          mx_b = mb == -INFINITY ? 0.f : mb;
+          constexpr float kL2E = 1.4426950408889634f;
+          const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
+#pragma unroll
+          for (int nt = 6; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float pa, pb;
+              if constexpr (EX2) {
+                pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
+                pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
+              } else {
+                pa = expf(pc[nt][e] - mx_a);
+                pb = expf(pc[nt][2 + e] - mx_b);
+              }
+              sw_a += pa;
+              sw_b += pb;
+              pc[nt][e] = cw * pa;
+              pc[nt][2 + e] = cw * pb;
+            }
+          }
+          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
+          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
+          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
+          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
         }
-        sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
-        sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
-        sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
-        sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
+        // ---- 2. LA inside chunks c-1, c: A = FQ FK^T over the tiles left of le_rel, masked to j < la_end(n)
+        if (le_rel > 0) {
+          const T* FQw = FQs + warp * 16 * LDS;
+          const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
+          uint32_t fa[KS][4];
+#pragma unroll
+          for (int ks = 0; ks < KS; ++ks) ldsm_x4(fa[ks], smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+          for (int i = -3; i <= 4; ++i) {
+            const int kt = warp + i;
+            if (kt < 0 || kt * 16 >= le_rel) continue;  // warp-uniform
+            float a0[4] = {0.f, 0.f, 0.f, 0.f}, a1[4] = {0.f, 0.f, 0.f, 0.f};
+            const T* fb = ktile(Fh, kt) + ((lane & 7) + (lane >> 4) * 8) * LDS + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+              uint32_t kf[4];
+              ldsm_x4(kf, smem_u32(fb + ks * 16));
+              mma16816<T>(a0, fa[ks], kf[0], kf[1]);
+              mma16816<T>(a1, fa[ks], kf[2], kf[3]);
+            }
+            const int n0 = (i + 3) * 2;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int j0 = key0 + kt * 16 + 2 * t + e, j1 = j0 + 8;
+              const float x0 = j0 < le_a ? a0[e] : 0.f, y0 = j0 < le_b ? a0[2 + e] : 0.f;
+              const float x1 = j1 < le_a ? a1[e] : 0.f, y1 = j1 < le_b ? a1[2 + e] : 0.f;
+              sl_a += x0 + x1;
+              sl_b += y0 + y1;
+              pc[n0][e] += x0;
+              pc[n0][2 + e] += y0;
+              pc[n0 + 1][e] += x1;
+              pc[n0 + 1][2 + e] += y1;
+            }
+          }
+          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
+          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
+          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
+          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
+        }
+      } else {
+        // ---- 1. window: S = Q K^T, mask, row max, P = exp(S - c)
+        if (win) {
+          const T* Qw = Qs + warp * 16 * LDS;
+#pragma unroll
+          for (int ks = 0; ks < KS; ++ks) {
+            uint32_t qa[4];
+            ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              if (!s_act[hh]) continue;
+#pragma unroll
+              for (int np = 0; np < 4; ++np) {
+                uint32_t kf[4];
+                ldsm_x4(kf, smem_u32(Kh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+                mma16816<T>(pc[hh * 8 + np * 2], qa, kf[0], kf[1]);
+                mma16816<T>(pc[hh * 8 + np * 2 + 1], qa, kf[2], kf[3]);
+              }
+            }
+          }
+          const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
+          const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
+          float ma = -INFINITY, mb = -INFINITY;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            if (!s_act[nt / 8]) continue;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int j = key0 + nt * 8 + 2 * t + e;
+              float x = pc[nt][e] * p.scale;
+              x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
+              pc[nt][e] = x;
+              ma = fmaxf(ma, x);
+              float z = pc[nt][2 + e] * p.scale;
+              z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
+              pc[nt][2 + e] = z;
+              mb = fmaxf(mb, z);
+            }
+          }
+          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
+          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
+          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
+          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
+          mx_a = ma == -INFINITY ? 0.f : ma;
+          mx_b = mb == -INFINITY ? 0.f : mb;
+          constexpr float kL2E = 1.4426950408889634f;
+          const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            if (!s_act[nt / 8]) continue;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float pa, pb;
+              if constexpr (EX2) {
+                pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
+                pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
+              } else {
+                pa = expf(pc[nt][e] - mx_a);
+                pb = expf(pc[nt][2 + e] - mx_b);
+              }
+              sw_a += pa;
+              sw_b += pb;
+              pc[nt][e] = cw * pa;
+              pc[nt][2 + e] = cw * pb;
+            }
+          }
+          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
+          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
+          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
+          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
+        }
+        // ---- 2. LA inside chunks c-1, c: A = FQ FK^T masked to j < la_end(n)
+        if (la_any) {
+          const T* FQw = FQs + warp * 16 * LDS;
+          const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            if (!a_act[hh]) continue;
+            float a[8][4];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+              uint32_t fa[4];
+              ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+              for (int np = 0; np < 4; ++np) {
+                uint32_t kf[4];
+                ldsm_x4(kf, smem_u32(Fh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
+                mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
+                mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
+              }
+            }
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int j = key0 + hh * kC + i * 8 + 2 * t + e;
+                const float xa = j < le_a ? a[i][e] : 0.f, xb = j < le_b ? a[i][2 + e] : 0.f;
+                sl_a += xa;
+                sl_b += xb;
+                pc[hh * 8 + i][e] += xa;
+                pc[hh * 8 + i][2 + e] += xb;
+              }
+            }
+          }
+          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
+          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
+          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
+          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
+        }
       }
       // Q and FQ are done here (the state warps arrive once their FQ R_c and fq . z are in X):
       // fetch chunk c+1's into the same slots while P V runs.
       named_bar_sync(1, 256);
-      if (c + 1 < hi) load_qf(c + 1, tid, 128);
+      if (!SLOAD && c + 1 < hi) load_qf(c + 1, tid, 128);
       cp_commit();
       // ---- 3. O = (coef P + A) V
       float o[ND][4];
 #pragma unroll
       for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+      if constexpr (TRIM) {
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        if (!v_act[hh]) continue;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const int n0 = hh * 8 + kk * 2;
+        for (int i = -3; i <= 4; ++i) {
+          const int kt = warp + i;
+          if (kt < 0 || !((win && i >= 0) || kt * 16 < le_rel)) continue;  // warp-uniform
+          const int n0 = (i + 3) * 2;
           uint32_t pa[4];
           pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
           pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
           pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
           pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
-          const T* vrow = Vh[hh] + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+          const T* vrow = ktile(Vh, kt) + (lane & 15) * LDS + (lane >> 4) * 8;
 #pragma unroll
           for (int np = 0; np < ND / 2; ++np) {
             uint32_t vf[4];
             ldsm_x4_t(vf, smem_u32(vrow + np * 16));
             mma16816<T>(o[2 * np], pa, vf[0], vf[1]);
             mma16816<T>(o[2 * np + 1], pa, vf[2], vf[3]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          if (!v_act[hh]) continue;
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const int n0 = hh * 8 + kk * 2;
+            uint32_t pa[4];
+            pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
+            pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
+            pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
+            pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
+            const T* vrow = Vh[hh] + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+            for (int np = 0; np < ND / 2; ++np) {
+              uint32_t vf[4];
+              ldsm_x4_t(vf, smem_u32(vrow + np * 16));
+              mma16816<T>(o[2 * np], pa, vf[0], vf[1]);
+              mma16816<T>(o[2 * np + 1], pa, vf[2], vf[3]);
+            }
           }
         }
       }
@@ -737,13 +891,15 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
         *reinterpret_cast<uint32_t*>(Ow + g * 2 * XLD + col) = pack2<T>(o[nt][0] * ia, o[nt][1] * ia);
         *reinterpret_cast<uint32_t*>(Ow + (g + 8) * 2 * XLD + col) = pack2<T>(o[nt][2] * ib, o[nt][3] * ib);
       }
-      __syncwarp();
-      constexpr int CPR = D / 8;
+      if constexpr (!SSTORE) {
+        __syncwarp();
+        constexpr int CPR = D / 8;
 #pragma unroll
-      for (int i = lane; i < 16 * CPR; i += 32) {
-        const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
-        if (n < T_)
-          *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * 2 * XLD + cc * 8);
+        for (int i = lane; i < 16 * CPR; i += 32) {
+          const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
+          if (n < T_)
+            *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * 2 * XLD + cc * 8);
+        }
       }
       if (t == 0) {
         const int64_t base = (int64_t)bh * T_;
@@ -787,8 +943,15 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
     for (int c = lo; c < hi; ++c) {
       cp_wait<0>();
       __syncthreads();
-      if (c + 1 < hi) load_kvf(c + 1, tid, 256);
+      if (c + 1 < hi) {
+        if (SLOAD) load_kvf(c + 1, sid, 128);
+        else load_kvf(c + 1, tid, 256);
+      }
       cp_commit();
+      if constexpr (SSTORE) {
+        if (c > lo) store_y(c - 1, sid, 128);
+        named_bar_sync(2, 128);  // every state warp is done with those rows before FQ R_c overwrites X
+      }
       if (la) {
         // FQ R_c into X: rows 16 mt + g (+8), columns cb + 8j + 2t (+1)
 #pragma unroll
@@ -841,6 +1004,8 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       // racecheck flags the FQ reload that follows in the attention warps (dev builds: arrive = 1)
       if (arrive) named_bar_arrive(1, 256);
       else named_bar_sync(1, 256);
+      if (SLOAD && c + 1 < hi) load_qf(c + 1, sid, 128);
+      cp_commit();
       if (c + 1 >= hi) continue;  // R_{c+1} is not read by this CTA
       if (c >= 1) {
         // R_{c+1} = R_c + FK_{c-1}^T V_{c-1}, z_{c+1} = z_c + sum fk (chunk c-1's tiles are still here)
@@ -873,6 +1038,10 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       }
       if (sid < D) zs[((c + 1) & 1) * D + sid] = zr;
     }
+  }
+  if constexpr (SSTORE) {
+    __syncthreads();  // the last chunk's rows are in X
+    if (warp >= 4) store_y(hi - 1, tid - 128, 128);
   }
   cp_wait<0>();
 }
@@ -1001,61 +1170,144 @@ inline int max_smem_optin() {
   return v;
 }
 
+// Prefix of the sub-segment sums for the fused kernel's segments: part[bh][s] = sum of
+// sub[bh][i] for i < s k (s = 1 .. nseg-1; segment s walks from R_{sG+1} = part[s], G = k Gs).
+// The k loads of a segment are issued together (one memory round trip per segment, not per entry).
+constexpr int kMaxSub = 8;
+__global__ void segment_prefix_kernel(const float* __restrict__ sub, float* __restrict__ part, int nseg, int k, int64_t per) {
+  const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int bh = blockIdx.y;
+  if (e >= per) return;
+  const float* src = sub + (int64_t)bh * (nseg - 1) * k * per + e;
+  float* dst = part + (int64_t)bh * nseg * per + e;
+  float run = 0.f;
+  for (int s = 1; s < nseg; ++s) {
+    float x[kMaxSub];
+#pragma unroll
+    for (int u = 0; u < kMaxSub; ++u) x[u] = u < k ? src[((int64_t)(s - 1) * k + u) * per] : 0.f;
+#pragma unroll
+    for (int u = 0; u < kMaxSub; ++u) run += x[u];
+    dst[(int64_t)s * per] = run;
+  }
+}
+
+#ifdef HA_FAST_TIMING
+}  // namespace fast
+int g_fast_sub = 1;  // dev builds only: 0 = one segment-sum block per fused segment + segment scan
+int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fused segment count / sums per segment
+namespace fast {
+#endif
+
+// Variants of the fused kernel that non-dev builds run (see fused_fwd_kernel; dev builds: --fused 10+V
+// forces V in {0, 2, 3, 10, 11}, --fused 99 is this choice). H200 harness, bf16, H=32, d=F=dv=128, w=64:
+// one walker per head (B=4 T=2048): trim + state-warp loads 0.185 ms, with the state-warp y stores too
+// 0.202; segmented walks (B=1 T=16384): 0.534-0.539 ms, with the y stores 0.519-0.520 (the previous
+// kernel: 0.265 / 0.668 ms in the same runs).
+constexpr int kFwWalk = kFwTrim | kFwStateLoads, kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;
+
+template <class T, int D, bool EX2, int V>
+void launch_fused(const KP& p, int G, int nseg, int arrive, const float* part, cudaStream_t st) {
+  constexpr size_t smem = fused_smem_bytes<T, D>();
+  check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, EX2, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+        "fused fwd smem");
+  fused_fwd_kernel<T, D, EX2, V><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, arrive, part);
+  check_launch("fused_fwd");
+}
+
 // Fused forward for the modes with an LA branch, where the card has the shared memory for it;
 // returns false otherwise (the two-kernel path runs). One CTA per SM: with B*H below the SM
-// count, floor(SMs / B*H) segments per head so that every SM walks one.
+// count, floor(SMs / B*H) segments per head so that every SM walks one. Their starting states:
+// sums over sub-segments of Gs chunks (k per segment, about three sum blocks per SM instead of one
+// block per segment on a quarter of the SMs) and a prefix over them. H200, B=1 T=16384: 0.129 ->
+// 0.110-0.121 ms for the sums (of ~0.52 ms); what is left is the re-read of 3/4 of FK and V.
 template <class T, int D>
 bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
   constexpr size_t smem = fused_smem_bytes<T, D>();
   if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
-  int want = 0, arrive = 0;
+  int want = 0, variant = -1, subs = 1;  // variant -1: kFwWalk or kFwSegmented, by the segment count
+  [[maybe_unused]] int arrive = 0;
+  bool ex2 = true;
 #ifdef HA_FAST_TIMING
   if (!g_fast_fused) return false;
   arrive = g_fast_fused == 2;
-  const bool ex2 = g_fast_fused == 3;  // non-dev builds: always (6% faster, same sweep errors, H200)
+  ex2 = g_fast_fused >= 3;  // non-dev builds: always (6% faster, same sweep errors, H200)
+  if (g_fast_fused < 10) variant = 0;
+  else if (g_fast_fused < 99) variant = g_fast_fused - 10;
+  subs = g_fast_sub;
   if (g_fast_seg_mult == 0) want = 1;
+  if (g_fast_fused_want > 0) want = g_fast_fused_want;
 #endif
   const int BH = p.B * p.H;
   const int nch = (p.T + kC - 1) / kC, M = nch - 1;
   if (want == 0) want = std::max(1, sm_count() / BH);
-  int G = std::max(1, M), nseg = 1;
+  int G = std::max(1, M), nseg = 1, k = 1, Gs = G;
   if (want > 1 && M >= 4) {
     G = std::max(2, (M + want - 1) / want);
     nseg = (M + G - 1) / G;
+    if (subs && nseg > 1) {
+      // about 3 sum blocks per SM (69.6 KB of shared memory each), at least 4 chunks per block
+      k = std::min(kMaxSub, std::max(1, 3 * sm_count() / ((nseg - 1) * BH)));
+      k = std::max(1, std::min(k, G / 4));
+#ifdef HA_FAST_TIMING
+      if (g_fast_sub_k > 0) k = std::min(kMaxSub, g_fast_sub_k);
+#endif
+      Gs = (G + k - 1) / k;
+      G = Gs * k;
+      nseg = (M + G - 1) / G;
+      if (nseg < 2) k = 1, Gs = G;
+    }
   }
+  if (variant < 0) variant = nseg > 1 ? kFwSegmented : kFwWalk;
+  // the 5-tile window frame holds for sliding windows and terraced ones with w <= 32
+  if (!(p.geom == 0 || p.w <= kC / 2)) variant &= ~kFwTrim;
   cudaEvent_t ev[3] = {};
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
   if (ev[0]) check(cudaEventRecord(ev[0], st), "timing event");
 #endif
   float* part = nullptr;
+  float* sub = nullptr;
   if (nseg > 1) {
-    // part[bh][s] = sum of chunks < s * G (segment sums + exclusive scan): CTA s's R_{sG+1}
+    // part[bh][s] = sum of chunks < s * G: CTA s's R_{sG+1}
     const int64_t per = (int64_t)D * D + D;
     ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
     const size_t ssm = sizeof(T) * 4 * kC * LDS;
     check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ssm),
           "fast state smem");
-    fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, ssm, st>>>(
-        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr, nullptr);
-    check_launch("fast_state_sum");
-    launch_segment_scan(part, BH, nseg, per, +1, st);
+    if (!subs) {
+      // one sum block per segment, then the exclusive scan over segments
+      fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, ssm, st>>>(
+          p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr, nullptr);
+      check_launch("fast_state_sum");
+      launch_segment_scan(part, BH, nseg, per, +1, st);
+    } else {
+      // sums of the (nseg - 1) k sub-segments of Gs chunks (sub-segment i: chunks [i Gs, (i+1) Gs))
+      const int nsub = (nseg - 1) * k;
+      ws_alloc(&sub, sizeof(float) * (size_t)BH * nsub * per, st);
+      fast_state_kernel<T, D, true><<<dim3(nsub, BH), 2 * D, ssm, st>>>(
+          p.T, p.H, p.Hkv, p.group, M, Gs, nsub, (const T*)p.fk, (const T*)p.v, sub, nullptr, nullptr);
+      check_launch("fast_state_sum");
+      segment_prefix_kernel<<<dim3((unsigned)((per + 255) / 256), BH), 256, 0, st>>>(sub, part, nseg, k, per);
+      check_launch("segment_prefix");
+    }
   }
   if (ev[1]) check(cudaEventRecord(ev[1], st), "timing event");
+  if (!ex2) {
 #ifdef HA_FAST_TIMING
-  if (!ex2) {  // dev comparisons only: the accurate expf softmax
-    check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fused fwd smem");
-    fused_fwd_kernel<T, D, false><<<dim3(nseg, BH), 256, smem, st>>>(p, G, nseg, arrive, part);
-  } else
+    launch_fused<T, D, false, 0>(p, G, nseg, arrive, part, st);  // dev comparisons only: the accurate expf softmax
 #endif
-  {
-    check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fused fwd smem");
-    fused_fwd_kernel<T, D, true><<<dim3(nseg, BH), 256, smem, st>>>(p, G, nseg, arrive, part);
+  } else {
+    switch (variant) {
+#ifdef HA_FAST_TIMING
+      case 0: launch_fused<T, D, true, 0>(p, G, nseg, arrive, part, st); break;  // the previous kernel
+#endif
+      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, 0, part, st); break;
+      case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, 0, part, st); break;
+      case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, 0, part, st); break;
+      default: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, 0, part, st); break;
+    }
   }
-  check_launch("fused_fwd");
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) {
     check(cudaEventRecord(ev[2], st), "timing event");
@@ -1063,11 +1315,12 @@ bool run_fused(const KP& p, cudaStream_t st) {
     float a = 0, b = 0;
     cudaEventElapsedTime(&a, ev[0], ev[1]);
     cudaEventElapsedTime(&b, ev[1], ev[2]);
-    printf("  fused%s breakdown (%d segments of %d chunks): alloc+state sums+scan %.3f ms, fused kernel %.3f ms\n",
-           arrive ? " (arrive)" : ex2 ? " (ex2)" : "", nseg, G, a, b);
+    printf("  fused%s breakdown (%d segments of %d chunks, %d sums each): alloc+state sums+prefix %.3f ms, fused kernel %.3f ms\n",
+           arrive ? " (arrive)" : ex2 ? " (ex2)" : "", nseg, G, k, a, b);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif
+  if (sub) check(cudaFreeAsync(sub, st), "fast workspace free");
   if (part) check(cudaFreeAsync(part, st), "fast workspace free");
   return true;
 }

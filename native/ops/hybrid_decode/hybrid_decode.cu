@@ -1,11 +1,13 @@
 // CUDA recurrent decode of hybrid attention: see hybrid_decode.h for the semantics, the state
 // layout (shared byte for byte with the CPU) and the tensor layouts.
 //
-// Single-token steps (decode proper) on sm_90+ run the FUSED kernel (step2_kernel, further down)
-// for sliding windows in modes hybrid, swa, la and none: a cluster of blocks per (sequence, q
-// head), each owning rows of S and slots of the window, everything it reads in bulk brought into
-// shared memory by TMA bulk copies issued first thing, partial results exchanged through
-// distributed shared memory. Other single-token steps (terraced windows, modes la-full, overlap,
+// Single-token steps (decode proper) on sm_90+ for sliding windows in modes hybrid, swa, la and
+// none run, from 2 heads per SM, the PERSISTENT kernel (step3_kernel, further down): two blocks
+// per SM walk the heads, a producer thread streaming each head's state through a ring of TMA
+// bulk-copy stages while 8 consumer warps compute; with fewer heads the FUSED kernel
+// (step2_kernel): a cluster of blocks per (sequence, q head), each owning rows of S and slots of
+// the window, everything it reads in bulk brought into shared memory by TMA bulk copies issued
+// first thing, partial results exchanged through distributed shared memory. Other single-token steps (terraced windows, modes la-full, overlap,
 // sinks) run the SPLIT kernel: a cluster per head too, each block owning a column slice of S and
 // recomputing the window's scores. Everything else (multi-token and ragged steps, the prefill
 // with outputs, sm_80, dims neither takes) runs the general step kernel:
@@ -1415,6 +1417,428 @@ __global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
 #endif
 }
 
+// Persistent fused single-token step (step3_kernel: the same cases as the fused kernel) ---------
+//
+// The fused kernel above keeps a block's bytes in flight only until they land: a block loads its
+// 48 KB, computes, stores and leaves, and an SM's four blocks are in flight only part of their
+// life (~52% of HBM at B = 64..256). This one streams instead: a persistent block per SM (or a
+// few) walks heads b * H + h = blockIdx.x, + gridDim.x, ... with ONE block per head (no cluster,
+// no exchange), through a ring of `nst` stages of ~19 KB (as many as shared memory holds). A
+// producer thread (warp 0) fills the stages by TMA bulk copies as soon as the consumers free them,
+// running heads ahead; the 8 consumer warps take each head's chunks in order:
+//   chunk 0   the head area (q, fq, z, the new token's k / v / fk, the fold's fk row and value)
+//             + the K ring: scores, den_la, the fold of z, the new token into the rings;
+//   chunk 1   the V ring (softmax modes): weighted values;
+//   chunks 2+ rows of S: fq^T S_old and the fold S += fk_j0 v_j0^T, stored from registers.
+// The position is known to the producer (it reads the header one head ahead, with gamma and keep,
+// and hands it to the consumers with the stage), so the fold's fk row and value come by TMA with
+// the rest. The last head of a sequence to count
+// its header read (atomic counter in header word 12, as in the other kernels) advances the
+// position; the producer checks the counter's old value one head later, so it never waits on it.
+// Races: as in the fused kernel (the ring slot a step overwrites is masked out everywhere).
+// Measured (H200, bf16, H = 32, d = F = dv = 128, w = 64, graph replay): B = 256 0.360 ms = 79%
+// of 4.8 TB/s, B = 64 0.100 ms = 71% (fused kernel: 0.540 / 0.141 ms). Two blocks per SM (5
+// stages each) beat one (11 stages) by 15%: a block's consumers wait at its head boundaries
+// (chunk 0's barrier, the output barrier), the other block's keep the SM busy.
+constexpr int kCW3 = 8;                // consumer warps
+constexpr int kNC3 = 32 * kCW3;        // consumer threads
+constexpr int kNT3 = kNC3 + 32;        // + the producer warp
+constexpr int kMaxSt3 = 24;            // stages at most
+
+// Shared memory plan (byte offsets, 16-byte aligned): `nst` stages of `stg` bytes (chunk 0's
+// head area + K ring; the V ring; or `rs` rows of S), their full / empty mbarriers, then the
+// consumers' scratch.
+struct Smem3 {
+  int q, fq, z, kn, vn, fkn, fkj, vj, K;  // head area (chunk 0), within a stage
+  int stg, rs, nst, full, empty, info;
+  int sw, sfq, sfkj, svj, svn, part, red, total;
+  __host__ __device__ Smem3(int F, int d, int dv, int C, int E, int nst_) {
+    int o = 0;
+    q = o; o += a16(d * E);
+    fq = o; o += a16(F * E);
+    z = o; o += a16(F * 4);
+    kn = o; o += a16(d * E);
+    vn = o; o += a16(dv * E);
+    fkn = o; o += a16(F * E);
+    fkj = o; o += a16(F * E);
+    vj = o; o += a16(dv * E);
+    K = o; o += a16(C * d * E);
+    stg = max(max(o, a16(C * dv * E)), dv * 4);
+    rs = stg / (dv * 4);
+    nst = nst_;
+    o = nst * stg;
+    full = o; o += nst * 8;
+    empty = o; o += nst * 8;
+    info = o; o += nst * 32;  // per stage, chunk 0: position (int64), flags, gamma, keep, state pointer (the producer's stores)
+    o = a16(o);
+    const int G = kNC3 / max(1, dv / 4);
+    sw = o; o += a16((C + 1) * 4);
+    sfq = o; o += a16(F * 4);
+    sfkj = o; o += a16(F * 4);
+    svj = o; o += a16(dv * 4);
+    svn = o; o += a16(dv * 4);
+    part = o; o += a16(G * dv * 4);
+    red = o; o += 16;
+    total = o;
+  }
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void mb_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;\n" ::"r"(kNC3) : "memory"); }
+#endif
+
+template <class T>
+__global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float4 smem4[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>(smem4);
+  constexpr int E = (int)sizeof(T);
+  const int d = p.d, dv = p.dv, F = p.F, C = p.C;
+  const Smem3 L(F, d, dv, C, E, p.ns);
+  const int tid = threadIdx.x;
+  const ll items = (ll)p.B * p.H;
+  const int mode = p.mode;
+  const bool outputs = p.outputs != 0;
+  const bool live = outputs && mode != kNone;
+  const bool soft_mode = live && (mode == kHybrid || mode == kSwa);
+  const bool do_la = live && (mode == kHybrid || mode == kLa) && F > 0;
+  const int nSc = F > 0 ? (F + L.rs - 1) / L.rs : 0;  // chunks of S (when S is read at all)
+  const uint32_t full0 = sm_u32(sm + L.full), empty0 = sm_u32(sm + L.empty);
+  if (tid == 0) {
+    for (int i = 0; i < L.nst; ++i) {
+      mb_init(full0 + 8 * i, 1);
+      mb_init(empty0 + 8 * i, kCW3);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  }
+  __syncthreads();  // the last block-wide barrier: the producer warp's idle lanes leave below
+  int s = 0;
+  uint32_t ph = 0;
+  auto next = [&]() {
+    if (++s == L.nst) {
+      s = 0;
+      ph ^= 1;
+    }
+  };
+
+  if (tid < 32) {
+    // ---- producer ----
+    if (tid != 0) return;
+    // header words, gamma, keep and state of a head
+    auto fetch = [&](ll i, ll* hv, float& ga, float& ke, char*& stp) {
+      const int b = (int)(i / p.H), h = (int)(i - (ll)b * p.H);
+      stp = seq_state(p, b);
+      const longlong2* h2 = reinterpret_cast<const longlong2*>(stp);
+#pragma unroll
+      for (int j = 0; j < 6; ++j) {
+        const longlong2 x = __ldcg(h2 + j);
+        hv[2 * j] = x.x;
+        hv[2 * j + 1] = x.y;
+      }
+      ga = live ? __ldg(p.gamma + h) : 0.f;
+      ke = live && p.keep ? __ldg(p.keep + i) : 1.f;
+    };
+    ll it = blockIdx.x;
+    if (it >= items) return;
+    ll hv[12];
+    float gam, kp;
+    char* st;
+    fetch(it, hv, gam, kp, st);
+    unsigned pend_old = 0;
+    ll* pend_hdr = nullptr;
+    ll pend_n = 0;
+    for (; it < items; it += gridDim.x) {
+      // the next head's header in flight while this one's copies go out
+      const ll nx = it + gridDim.x;
+      ll nv[12];
+      float ngam = 0.f, nkp = 1.f;
+      char* nst_ = st;
+#pragma unroll
+      for (int j = 0; j < 12; ++j) nv[j] = 0;
+      if (nx < items) fetch(nx, nv, ngam, nkp, nst_);
+
+      const int b = (int)(it / p.H), h = (int)(it - (ll)b * p.H), g = h / p.hpg;
+      ll* hdr = reinterpret_cast<ll*>(st);
+      const ll n = hv[2];
+      int bad = hv[0] != kHybridDecodeMagic || hv[1] != kHybridDecodeVersion || n < 0;
+#pragma unroll
+      for (int i = 0; i < 9; ++i) bad |= hv[3 + i] != p.want[i];
+      const ll na = bad ? 0 : n;
+      const ll j0 = na + 1 - p.w;
+      const bool fold = !bad && F > 0 && j0 >= 0;
+      // position bookkeeping: the previous head's count has had a head's time to return
+      if (pend_hdr && pend_old == (unsigned)(p.H - 1)) pend_hdr[2] = pend_n + 1;
+      pend_hdr = nullptr;
+      if (!bad) {  // counted after its header read (n is in a register already)
+        pend_old = atomicInc(reinterpret_cast<unsigned*>(hdr + 12), (unsigned)(p.H - 1));
+        pend_hdr = hdr;
+        pend_n = n;
+      }
+      const T* k_in = (const T*)p.k + ((ll)b * p.Hkv + g) * d;
+      const T* v_in = (const T*)p.v + ((ll)b * p.Hkv + g) * dv;
+      const T* fk_in = F > 0 ? (const T*)p.fk + it * F : nullptr;
+
+      // chunk 0: the head area and the K ring
+      {
+        mb_wait(empty0 + 8 * s, ph ^ 1);
+        unsigned char* base = sm + s * L.stg;
+        unsigned char* info = sm + L.info + s * 32;
+        *reinterpret_cast<ll*>(info) = na;
+        *reinterpret_cast<int*>(info + 8) = bad | (fold ? 2 : 0);
+        *reinterpret_cast<float*>(info + 12) = gam;
+        *reinterpret_cast<float*>(info + 16) = kp;
+        *reinterpret_cast<char**>(info + 24) = st;
+        const uint32_t bq = soft_mode ? d * E : 0, bK = soft_mode ? C * d * E : 0;
+        const uint32_t bfq = do_la ? F * E : 0, bz = F * 4, bfkn = F * E;
+        const uint32_t bfkj = fold ? F * E : 0, bvj = fold ? dv * E : 0;
+        const uint32_t bar = full0 + 8 * s;
+        mb_expect_tx(bar, bq + bK + bfq + bz + (uint32_t)(d * E) + (uint32_t)(dv * E) + bfkn + bfkj + bvj);  // release: the stores above
+        if (bq) bulk_load(sm_u32(base + L.q), (const T*)p.q + it * d, bq, bar);
+        if (bfq) bulk_load(sm_u32(base + L.fq), (const T*)p.fq + it * F, bfq, bar);
+        if (bz) bulk_load(sm_u32(base + L.z), reinterpret_cast<const float*>(st + p.oz) + (ll)h * F, bz, bar);
+        bulk_load(sm_u32(base + L.kn), k_in, d * E, bar);
+        bulk_load(sm_u32(base + L.vn), v_in, dv * E, bar);
+        if (bfkn) bulk_load(sm_u32(base + L.fkn), fk_in, bfkn, bar);
+        if (fold) {
+          const T* fsrc = j0 >= n ? fk_in : reinterpret_cast<const T*>(st + p.owfk) + ((ll)h * C + j0 % C) * F;
+          const T* vsrc = j0 >= n ? v_in : reinterpret_cast<const T*>(st + p.owv) + ((ll)g * C + j0 % C) * dv;
+          bulk_load(sm_u32(base + L.fkj), fsrc, bfkj, bar);
+          bulk_load(sm_u32(base + L.vj), vsrc, bvj, bar);
+        }
+        if (bK) bulk_load(sm_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + (ll)g * C * d, bK, bar);
+        next();
+      }
+      // chunk 1: the V ring
+      if (soft_mode) {
+        mb_wait(empty0 + 8 * s, ph ^ 1);
+        const uint32_t bar = full0 + 8 * s, bytes = C * dv * E;
+        mb_expect_tx(bar, bytes);
+        bulk_load(sm_u32(sm + s * L.stg), reinterpret_cast<const T*>(st + p.owv) + (ll)g * C * dv, bytes, bar);
+        next();
+      }
+      // chunks of S
+      if (F > 0 && (do_la || fold))
+        for (int c = 0; c < nSc; ++c) {
+          const int f0 = c * L.rs, nr = min(L.rs, F - f0);
+          mb_wait(empty0 + 8 * s, ph ^ 1);
+          const uint32_t bar = full0 + 8 * s, bytes = nr * dv * 4;
+          mb_expect_tx(bar, bytes);
+          bulk_load(sm_u32(sm + s * L.stg), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + f0) * dv, bytes, bar);
+          next();
+        }
+#pragma unroll
+      for (int j = 0; j < 12; ++j) hv[j] = nv[j];
+      gam = ngam;
+      kp = nkp;
+      st = nst_;
+    }
+    if (pend_hdr && pend_old == (unsigned)(p.H - 1)) pend_hdr[2] = pend_n + 1;
+    return;
+  }
+
+  // ---- consumers ----
+  const int ct = tid - 32, cw = ct >> 5, lane = tid & 31;
+  float* sw = reinterpret_cast<float*>(sm + L.sw);
+  float* sfq = reinterpret_cast<float*>(sm + L.sfq);
+  float* sfkj = reinterpret_cast<float*>(sm + L.sfkj);
+  float* svj = reinterpret_cast<float*>(sm + L.svj);
+  float* svn = reinterpret_cast<float*>(sm + L.svn);
+  float* part = reinterpret_cast<float*>(sm + L.part);
+  float* red = reinterpret_cast<float*>(sm + L.red);
+  const int NQ = dv / 4, G = kNC3 / NQ;
+  const int cq = ct % NQ, grp = ct / NQ;
+  const bool active = grp < G;
+  for (ll it = blockIdx.x; it < items; it += gridDim.x) {
+    const int h = (int)(it % p.H), g = h / p.hpg;
+    // chunk 0
+    mb_wait(full0 + 8 * s, ph);
+    const unsigned char* base = sm + s * L.stg;
+    const unsigned char* info = sm + L.info + s * 32;
+    char* st = *reinterpret_cast<char* const*>(info + 24);  // the sequence's state (no slots lookup here)
+    const ll n = *reinterpret_cast<const ll*>(info);
+    const int flags = *reinterpret_cast<const int*>(info + 8);
+    const float gam = *reinterpret_cast<const float*>(info + 12);
+    const float kp = *reinterpret_cast<const float*>(info + 16);
+    const bool bad = flags & 1, fold = (flags & 2) != 0;
+    const float g_eff = live ? (mode == kSwa ? kp : gam * kp) : 0.f;
+    const float lam = live && p.affine ? 1.f - gam : 1.f;
+    const bool soft = !bad && soft_mode && g_eff != 0.f;  // keep = 0: softmax branch off
+    const bool la = !bad && do_la;
+    if (!bad) {
+      const T* fq_a = reinterpret_cast<const T*>(base + L.fq);
+      const float* z_a = reinterpret_cast<const float*>(base + L.z);
+      const T* fkj_a = reinterpret_cast<const T*>(base + L.fkj);
+      for (int e = ct; e < max(F, dv); e += kNC3) {
+        if (e < F) {
+          if (la) sfq[e] = ldf(fq_a + e);
+          if (fold) sfkj[e] = ldf(fkj_a + e);
+        }
+        if (e < dv) {
+          if (fold) svj[e] = ldf(reinterpret_cast<const T*>(base + L.vj) + e);
+          if (soft) svn[e] = ldf(reinterpret_cast<const T*>(base + L.vn) + e);
+        }
+      }
+      // scores of the valid ring slots and the new key (index C): 8 lanes per key, 4 keys per warp
+      if (soft) {
+        const int lim = (int)min(n - 1, (ll)p.w - 2);  // slot sl holds n - 1 - md, md = (n - 1 - sl) mod C
+        const int nm = n >= 1 ? (int)((n - 1) % C) : 0;
+        const int sub = lane & 7, kq = lane >> 3;
+        const int nb = d / 32;
+        const bool rot = d % 32 == 0;
+        const T* Ks = reinterpret_cast<const T*>(base + L.K);
+        const T* kn = reinterpret_cast<const T*>(base + L.kn);
+        const T* qa = reinterpret_cast<const T*>(base + L.q);
+        for (int a0 = cw * 4; a0 <= C; a0 += kCW3 * 4) {
+          const int a = a0 + kq;
+          bool valid = a <= C;
+          if (valid && a < C) {
+            int md = nm - a;
+            if (md < 0) md += C;
+            valid = md <= lim;
+          }
+          float x = 0.f;
+          if (valid) {
+            const T* row = a < C ? Ks + (ll)a * d : kn;
+            if (rot) {
+              for (int i = 0; i < nb; ++i) {
+                int blk = i + kq;
+                blk = blk >= nb ? blk % nb : blk;
+                const int e = blk * 32 + sub * 4;
+                const float4 kf = ld4(row + e), qf = ld4(qa + e);
+                x += qf.x * kf.x + qf.y * kf.y + qf.z * kf.z + qf.w * kf.w;
+              }
+            } else {
+              for (int e = sub * 4; e < d; e += 32) {
+                const float4 kf = ld4(row + e), qf = ld4(qa + e);
+                x += qf.x * kf.x + qf.y * kf.y + qf.z * kf.z + qf.w * kf.w;
+              }
+            }
+          }
+          x += __shfl_xor_sync(0xffffffffu, x, 1);
+          x += __shfl_xor_sync(0xffffffffu, x, 2);
+          x += __shfl_xor_sync(0xffffffffu, x, 4);
+          if (sub == 0 && a <= C) sw[a] = valid ? x * p.scale : -INFINITY;
+        }
+      }
+      if (cw == kCW3 - 1) {  // den_la = fq . z
+        float x = 0.f;
+        if (la)
+          for (int f = lane; f < F; f += 32) x += ldf(fq_a + f) * z_a[f];
+        x = warp_sum(x);
+        if (lane == 0) red[0] = x;
+      }
+      if (fold) {
+        float* zg = reinterpret_cast<float*>(st + p.oz) + (ll)h * F;
+        for (int f = ct; f < F; f += kNC3) zg[f] = z_a[f] + ldf(fkj_a + f);
+      }
+      // the new token enters the rings (slot n % C held n - C: outside every window and fold)
+      {
+        const ll slot = n % C;
+        const bool sink = n < p.NS;
+        const int qF = F * E / 16, qd = d * E / 16, qv = dv * E / 16;
+        uint4* wfk = reinterpret_cast<uint4*>(st + p.owfk + ((ll)h * C + slot) * F * E);
+        const uint4* fkn = reinterpret_cast<const uint4*>(base + L.fkn);
+        for (int e = ct; e < qF; e += kNC3) wfk[e] = fkn[e];
+        if (h % p.hpg == 0) {  // the group's first q head writes the kv token
+          uint4* wk = reinterpret_cast<uint4*>(st + p.owk + ((ll)g * C + slot) * d * E);
+          uint4* wv = reinterpret_cast<uint4*>(st + p.owv + ((ll)g * C + slot) * dv * E);
+          const uint4* kn = reinterpret_cast<const uint4*>(base + L.kn);
+          const uint4* vn = reinterpret_cast<const uint4*>(base + L.vn);
+          for (int e = ct; e < qd; e += kNC3) wk[e] = kn[e];
+          for (int e = ct; e < qv; e += kNC3) wv[e] = vn[e];
+          if (sink) {
+            uint4* sk = reinterpret_cast<uint4*>(st + p.osk + ((ll)g * p.NS + n) * d * E);
+            uint4* sv = reinterpret_cast<uint4*>(st + p.osv + ((ll)g * p.NS + n) * dv * E);
+            for (int e = ct; e < qd; e += kNC3) sk[e] = kn[e];
+            for (int e = ct; e < qv; e += kNC3) sv[e] = vn[e];
+          }
+        }
+      }
+    }
+    consumers_sync();
+    if (lane == 0) mb_arrive(empty0 + 8 * s);
+    next();
+    float m = -INFINITY, l = 0.f;
+    if (soft) {
+      for (int a = lane; a <= C; a += 32) m = fmaxf(m, sw[a]);
+      m = warp_max(m);
+      for (int a = lane; a <= C; a += 32)
+        if (sw[a] != -INFINITY) l += expf(sw[a] - m);
+      l = warp_sum(l);
+    }
+    const float dla_raw = la ? red[0] : 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f), la4 = acc;
+    // chunk 1: weighted values
+    if (soft_mode) {
+      mb_wait(full0 + 8 * s, ph);
+      const T* Vs = reinterpret_cast<const T*>(sm + s * L.stg);
+      if (soft && active)
+        for (int a = grp; a <= C; a += G) {
+          const float sa = sw[a];
+          if (sa != -INFINITY)
+            fma4(acc, expf(sa - m), a < C ? ld4(Vs + (ll)a * dv + cq * 4) : *reinterpret_cast<const float4*>(svn + cq * 4));
+        }
+      __syncwarp();
+      if (lane == 0) mb_arrive(empty0 + 8 * s);
+      next();
+    }
+    // chunks of S: fq^T S_old and the fold
+    if (F > 0 && (do_la || fold)) {
+      const float4 vq = fold ? *reinterpret_cast<const float4*>(svj + cq * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
+      float* Sg = reinterpret_cast<float*>(st + p.oS) + (ll)h * F * dv;
+      for (int c = 0; c < nSc; ++c) {
+        mb_wait(full0 + 8 * s, ph);
+        const float* Ss = reinterpret_cast<const float*>(sm + s * L.stg);
+        const int f0 = c * L.rs, nr = min(L.rs, F - f0);
+        if (active && (la || fold))
+          for (int f = grp; f < nr; f += G) {
+            float4 x = *reinterpret_cast<const float4*>(Ss + f * dv + cq * 4);
+            if (la) fma4(la4, sfq[f0 + f], x);
+            if (fold) {
+              fma4(x, sfkj[f0 + f], vq);
+              __stcs(reinterpret_cast<float4*>(Sg + (ll)(f0 + f) * dv + cq * 4), x);
+            }
+          }
+        __syncwarp();
+        if (lane == 0) mb_arrive(empty0 + 8 * s);
+        next();
+      }
+    }
+    // y = (gamma_eff num_soft + lambda num_la) / den, the statistics
+    if (active) {
+      float4 o;
+      o.x = g_eff * acc.x + lam * la4.x;
+      o.y = g_eff * acc.y + lam * la4.y;
+      o.z = g_eff * acc.z + lam * la4.z;
+      o.w = g_eff * acc.w + lam * la4.w;
+      *reinterpret_cast<float4*>(part + grp * dv + cq * 4) = o;
+    }
+    consumers_sync();
+    if (outputs) {
+      const float dsw = live && !bad ? g_eff * l : 0.f, dla = live && !bad ? lam * dla_raw : 0.f;
+      const float den = dsw + dla;
+      if (p.y) {
+        T* yr = (T*)p.y + it * dv;
+        for (int j = ct; j < dv; j += kNC3) {
+          float a1 = 0.f;
+          for (int k2 = 0; k2 < G; ++k2) a1 += part[k2 * dv + j];
+          stf(yr + j, bad ? NAN : live && den != 0.f ? a1 / den : 0.f);
+        }
+      }
+      if (ct == 0) {
+        if (p.c) p.c[it] = bad ? NAN : soft ? m : 0.f;
+        if (p.dsw) p.dsw[it] = bad ? NAN : dsw;
+        if (p.dla) p.dla[it] = bad ? NAN : dla;
+      }
+    }
+  }
+#endif
+}
+
 // Prefill without outputs ------------------------------------------------------------------------
 
 // Zeroes the states of the batch and writes their headers with position `pos`.
@@ -1656,7 +2080,7 @@ void launch_step(const DP& k, DType dt, cudaStream_t st) {
 
 // Split kernel: the device facts the choice depends on.
 struct Caps {
-  int major = 0, sms = 1, optin = 48 * 1024;
+  int major = 0, sms = 1, optin = 48 * 1024, per_sm = 48 * 1024;
 };
 Caps device_caps() {
   Caps c;
@@ -1665,6 +2089,7 @@ Caps device_caps() {
   check(cudaDeviceGetAttribute(&c.major, cudaDevAttrComputeCapabilityMajor, dev), "compute capability");
   check(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
   check(cudaDeviceGetAttribute(&c.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "shared memory limit");
+  check(cudaDeviceGetAttribute(&c.per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), "shared memory per SM");
   return c;
 }
 
@@ -1759,7 +2184,8 @@ size_t fused_bytes(const DP& k, int ns, int E, const Caps& c) {
 // One head per cluster: a persistent two-stage variant (a cluster walking several heads, fetching
 // the next head's data during the current one) measured 35-50% slower on an H200 at B = 16..256
 // (two resident blocks per SM with one stage each in flight, against four blocks per SM with all
-// of their copies in flight), so it did not ship.
+// of their copies in flight), so it did not ship; the persistent kernel (step3_kernel) streams
+// through a deeper ring of smaller stages instead and takes over from 2 heads per SM.
 int choose_fused(const DP& k, int E, const Caps& c) {
   int ns = fused_bytes(k, 2, E, c) ? 2 : 1;
   while (ns < 8 && (ll)k.B * k.H * 2 * ns <= c.sms && fused_bytes(k, 2 * ns, E, c)) ns *= 2;
@@ -1796,6 +2222,51 @@ void launch_fused(const DP& k, size_t bytes, DType dt, cudaStream_t st) {
     case DType::F32: launch_fused_t<float>(k, bytes, st); break;
     case DType::BF16: launch_fused_t<__nv_bfloat16>(k, bytes, st); break;
     case DType::F16: launch_fused_t<__half>(k, bytes, st); break;
+    default: fail("unsupported dtype");
+  }
+}
+
+// Automatic choice of the persistent kernel: from kPersistMinPerSm heads per SM, at kPersistBps
+// blocks per SM. Measured on an H200 (bf16, H = 32, d = F = dv = 128, w = 64, graph replay; the
+// fused kernel at 2 / 4 splits in brackets): B = 256 0.360 ms at 2 blocks per SM, 0.422 at 1,
+// 0.414 at 3 (0.540); B = 64 0.100 / 0.116 / 0.109 (0.141); B = 16 0.027 / 0.035 / 0.029 (0.036);
+// B = 1 0.0123 (0.0117 at 4 splits: the fused kernel stays below 2 heads per SM).
+constexpr int kPersistMinPerSm = 2, kPersistBps = 2;
+
+// Persistent kernel: dynamic shared memory bytes for `bps` blocks per SM (and in *nst the stages
+// that fit), or 0 where it cannot run (the bulk copies need 16-byte rows and addresses).
+size_t persist_bytes(const DP& k, int bps, int E, const Caps& c, int* nst) {
+  if (c.major < 9 || bps < 1 || bps > 4) return 0;
+  if (k.geom != 0 || !(k.mode == kHybrid || k.mode == kSwa || k.mode == kLa || k.mode == kNone)) return 0;
+  if (k.d % 4 || k.dv % 4 || (k.d * E) % 16 || (k.dv * E) % 16 || (k.F * E) % 16 || k.dv / 4 > kNC3) return 0;
+  for (const void* ptr : {(const void*)k.state, k.q, k.k, k.v, k.fq, k.fk})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16) return 0;
+  const int budget = std::min(c.optin, c.per_sm / bps - 1024);  // 1 KB per block reserved
+  int n = kMaxSt3;
+  while (n >= 2 && Smem3(k.F, k.d, k.dv, k.C, E, n).total > budget) --n;
+  if (n < 2) return 0;
+  *nst = n;
+  return (size_t)Smem3(k.F, k.d, k.dv, k.C, E, n).total;
+}
+
+template <class T>
+void launch_persist_t(const DP& k, size_t bytes, int bps, const Caps& c, cudaStream_t st) {
+  void (*kern)(DP) = step3_kernel<T>;
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  check(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared),
+        "carveout attribute");
+  const ll items = (ll)k.B * k.H;
+  const ll grid = std::min<ll>(items, (ll)c.sms * bps);
+  step3_kernel<T><<<(unsigned)grid, kNT3, bytes, st>>>(k);
+  check(cudaGetLastError(), "step kernel (persistent)");
+}
+
+void launch_persist(const DP& k, size_t bytes, int bps, DType dt, const Caps& c, cudaStream_t st) {
+  switch (dt) {
+    case DType::F32: launch_persist_t<float>(k, bytes, bps, c, st); break;
+    case DType::BF16: launch_persist_t<__nv_bfloat16>(k, bytes, bps, c, st); break;
+    case DType::F16: launch_persist_t<__half>(k, bytes, bps, c, st); break;
     default: fail("unsupported dtype");
   }
 }
@@ -1886,7 +2357,21 @@ void hybrid_decode_step_cuda(const HybridDecodeStepParams& p, void* stream) {
   const bool single = p.cu_seqlens ? p.cu_seqlens[p.batch] == p.batch : p.tokens_per_seq == 1;
   if (single && p.splits >= 0) {
     const Caps caps = device_caps();
-    if (p.variant == 0 || p.variant == 3) {  // the fused kernel where it runs
+    // the persistent kernel: variant 4 (`splits` blocks per SM), or automatic for large batches
+    if (p.variant == 4 || (p.variant == 0 && p.splits == 0 && (ll)k.B * k.H >= kPersistMinPerSm * caps.sms)) {
+      const int E = (int)dtype_size(p.config.dtype);
+      const int bps = p.variant == 4 && p.splits > 0 ? (int)p.splits : kPersistBps;
+      int nst = 0;
+      const size_t bytes = persist_bytes(k, bps, E, caps, &nst);
+      if (bytes) {
+        k.ns = nst;
+        k.per_seq = 1;
+        DeviceIndex index(p.slots, nullptr, p.batch, st, k);
+        launch_persist(k, bytes, bps, p.config.dtype, caps, st);
+        return;
+      }
+    }
+    if (p.variant == 0 || p.variant == 3 || p.variant == 4) {  // the fused kernel where it runs
       const int E = (int)dtype_size(p.config.dtype);
       const int ns = p.splits > 0 ? (fused_bytes(k, (int)p.splits, E, caps) ? (int)p.splits : 0) : choose_fused(k, E, caps);
       if (ns > 0) {

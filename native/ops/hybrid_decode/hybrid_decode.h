@@ -132,13 +132,15 @@ struct HybridDecodeStepParams : HybridDecodeParams {
   const int64_t* cu_seqlens = nullptr;  // [B + 1], cu[0] = 0, every count >= 1; or null
   int64_t tokens_per_seq = 1;           // used when cu_seqlens is null, >= 1
   // CUDA single-token steps (one token per sequence): thread blocks per head (the cluster of the
-  // fused or the split kernel); 0 = automatic, -1 = the general kernel, k > 0 = k (an error where
-  // neither can run). For the dev harness and tests; the CPU ignores it.
+  // fused or the split kernel; blocks per SM for variant 4); 0 = automatic, -1 = the general
+  // kernel, k > 0 = k (an error where nothing can run). For the dev harness and tests; the CPU
+  // ignores it.
   int64_t splits = 0;
-  // Kernel variant, for the dev harness and tests: 0 = automatic (the fused kernel, one head per
-  // cluster, where it runs: sm_90+, sliding window, modes hybrid / swa / la / none; else the split
-  // kernel), 1 and 2 = the split kernel's two tunings, 3 = the fused kernel (falls back to the
-  // split kernel where the fused kernel cannot run).
+  // Kernel variant, for the dev harness and tests: 0 = automatic (where they run: sm_90+, sliding
+  // window, modes hybrid / swa / la / none, the persistent kernel from 2 heads per SM and the
+  // fused kernel, one head per cluster, below; else the split kernel), 1 and 2 = the split
+  // kernel's two tunings, 3 = the fused kernel, 4 = the persistent kernel at `splits` blocks per
+  // SM (3 and 4 fall back to the fused / split kernel where they cannot run).
   int64_t variant = 0;
 };
 
@@ -156,10 +158,10 @@ void hybrid_decode_step_cpu(const HybridDecodeStepParams& p);
 // tensors are device pointers; `slots` and `cu_seqlens` are HOST arrays (as on the CPU), copied
 // to the device once per call into a stream-ordered buffer: with both null a step is exactly one
 // kernel launch, no host synchronisation, no allocation, capturable in a CUDA graph (the binding's
-// captureStep does so). Single-token steps on sm_90+ use a thread block cluster per head: the
-// fused kernel for sliding windows in modes hybrid / swa / la / none, the split kernel for the
-// other modes and the terraced geometry (hybrid_decode.cu); everything else the general per-head
-// kernel. Header word 12 is used as a counter inside a call and is 0 again when the call ends.
+// captureStep does so). Single-token steps on sm_90+, sliding windows in modes hybrid / swa / la /
+// none: the persistent kernel (blocks streaming heads through a TMA stage ring) from 2 heads per
+// SM, else the fused kernel (a thread block cluster per head); the other modes and the terraced
+// geometry: the split kernel (hybrid_decode.cu); everything else the general per-head kernel. Header word 12 is used as a counter inside a call and is 0 again when the call ends.
 // A state whose header does not match the config (e.g. never prefilled) cannot be detected on
 // the host without a synchronisation: the kernel leaves it untouched and writes NaN to y and to
 // the statistics of its rows.
