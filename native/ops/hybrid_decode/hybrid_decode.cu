@@ -48,7 +48,9 @@
 #include <string>
 #include <vector>
 
+#include "core/bulk_copy_sm90.cuh"
 #include "core/cuda_device.cuh"
+#include "core/mma_sm80.cuh"
 #include "ops/hybrid_decode/hybrid_decode.h"
 
 namespace ha {
@@ -1009,33 +1011,13 @@ struct Smem2 {
   }
 };
 
-__device__ __forceinline__ uint32_t sm_u32(const void* ptr) { return (uint32_t)__cvta_generic_to_shared(ptr); }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void mb_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mb_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mb_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-// 1-d bulk copy global -> this block's shared memory, completing on mbarrier `bar`.
-__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
-#endif
+// TMA bulk copies and mbarriers: native/core/bulk_copy_sm90.cuh.
+using ::ha::bulk::bulk_g2s;
+using ::ha::bulk::mbar_arrive;
+using ::ha::bulk::mbar_expect_tx;
+using ::ha::bulk::mbar_init;
+using ::ha::bulk::mbar_wait;
+using ::ha::mma::smem_u32;
 
 // The arithmetic of one head in the fused kernels, once its bulk data are in shared memory and
 // the rest in `a`: scores, the partial softmax and LA sums, the fold of this block's rows of S and
@@ -1263,18 +1245,18 @@ __global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
     const int b = it / p.H, h = it - b * p.H, g = h / p.hpg;
     const char* st = seq_state(p, b);
     unsigned char* base = sm + k * L.stg;
-    const uint32_t bar = sm_u32(base + L.bar);
+    const uint32_t bar = smem_u32(base + L.bar);
     const uint32_t bS = (uint32_t)(nr * dv * 4);
     const uint32_t bK = soft_mode ? (uint32_t)(nk * d * sizeof(T)) : 0u, bV = soft_mode ? (uint32_t)(nk * dv * sizeof(T)) : 0u;
-    mb_expect_tx(bar, bS + bK + bV);
-    if (bS) bulk_load(sm_u32(base + L.S), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + r0) * dv, bS, bar);
-    if (bK) bulk_load(sm_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + ((ll)g * C + k0) * d, bK, bar);
-    if (bV) bulk_load(sm_u32(base + L.V), reinterpret_cast<const T*>(st + p.owv) + ((ll)g * C + k0) * dv, bV, bar);
+    mbar_expect_tx(bar, bS + bK + bV);
+    if (bS) bulk_g2s(smem_u32(base + L.S), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + r0) * dv, bS, bar);
+    if (bK) bulk_g2s(smem_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + ((ll)g * C + k0) * d, bK, bar);
+    if (bV) bulk_g2s(smem_u32(base + L.V), reinterpret_cast<const T*>(st + p.owv) + ((ll)g * C + k0) * dv, bV, bar);
   };
   if (tid == 0) {
-    mb_init(sm_u32(sm + L.bar), 1);
+    mbar_init(smem_u32(sm + L.bar), 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    ::ha::bulk::fence_async_smem();
     issue(it, 0);
   }
   const int stage = 0;
@@ -1284,7 +1266,7 @@ __global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
   T* sK = reinterpret_cast<T*>(sbase + L.K);
   T* sV = reinterpret_cast<T*>(sbase + L.V);
   float *pS = reinterpret_cast<float*>(sm + stage * L.stg + L.pS), *pL = reinterpret_cast<float*>(sm + stage * L.stg + L.pL);
-  const uint32_t bar = sm_u32(sbase + L.bar);
+  const uint32_t bar = smem_u32(sbase + L.bar);
   const int b = it / p.H, h = it - b * p.H, g = h / p.hpg;
   char* st = seq_state(p, b);
   ll* hdr = reinterpret_cast<ll*>(st);
@@ -1331,7 +1313,7 @@ __global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
   int bad = shdr[0] != kHybridDecodeMagic || shdr[1] != kHybridDecodeVersion || shdr[2] < 0;
   for (int i = 0; i < 9; ++i) bad |= shdr[3 + i] != p.want[i];
   if (bad) {  // not a state of this config: leave it alone, poison this block's outputs
-    mb_wait(bar, parity);  // the copies land before the stage is reused or the block leaves
+    mbar_wait(bar, parity);  // the copies land before the stage is reused or the block leaves
     if (outputs) {
       if (p.y) for (int j = tid; j < W; j += kNT2) stf((T*)p.y + r * dv + c0 + j, NAN);
       if (tid == 0 && s == 0) {
@@ -1400,7 +1382,7 @@ __global__ void __launch_bounds__(kNT2, 4) step2_kernel(DP p) {
       }
     }
   }
-  mb_wait(bar, parity);
+  mbar_wait(bar, parity);
 
   FusedHead<T> fh;
   fh.sS = sS; fh.sq = sq; fh.sfq = sfq; fh.sz = sz; fh.sfk = sfk; fh.svj = svj; fh.sw = sw;
@@ -1484,9 +1466,6 @@ struct Smem3 {
 };
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void mb_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;\n" ::"r"(kNC3) : "memory"); }
 #endif
 
@@ -1506,14 +1485,14 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
   const bool soft_mode = live && (mode == kHybrid || mode == kSwa);
   const bool do_la = live && (mode == kHybrid || mode == kLa) && F > 0;
   const int nSc = F > 0 ? (F + L.rs - 1) / L.rs : 0;  // chunks of S (when S is read at all)
-  const uint32_t full0 = sm_u32(sm + L.full), empty0 = sm_u32(sm + L.empty);
+  const uint32_t full0 = smem_u32(sm + L.full), empty0 = smem_u32(sm + L.empty);
   if (tid == 0) {
     for (int i = 0; i < L.nst; ++i) {
-      mb_init(full0 + 8 * i, 1);
-      mb_init(empty0 + 8 * i, kCW3);
+      mbar_init(full0 + 8 * i, 1);
+      mbar_init(empty0 + 8 * i, kCW3);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    ::ha::bulk::fence_async_smem();
   }
   __syncthreads();  // the last block-wide barrier: the producer warp's idle lanes leave below
   int s = 0;
@@ -1584,7 +1563,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
 
       // chunk 0: the head area and the K ring
       {
-        mb_wait(empty0 + 8 * s, ph ^ 1);
+        mbar_wait(empty0 + 8 * s, ph ^ 1);
         unsigned char* base = sm + s * L.stg;
         unsigned char* info = sm + L.info + s * 32;
         *reinterpret_cast<ll*>(info) = na;
@@ -1596,38 +1575,38 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
         const uint32_t bfq = do_la ? F * E : 0, bz = F * 4, bfkn = F * E;
         const uint32_t bfkj = fold ? F * E : 0, bvj = fold ? dv * E : 0;
         const uint32_t bar = full0 + 8 * s;
-        mb_expect_tx(bar, bq + bK + bfq + bz + (uint32_t)(d * E) + (uint32_t)(dv * E) + bfkn + bfkj + bvj);  // release: the stores above
-        if (bq) bulk_load(sm_u32(base + L.q), (const T*)p.q + it * d, bq, bar);
-        if (bfq) bulk_load(sm_u32(base + L.fq), (const T*)p.fq + it * F, bfq, bar);
-        if (bz) bulk_load(sm_u32(base + L.z), reinterpret_cast<const float*>(st + p.oz) + (ll)h * F, bz, bar);
-        bulk_load(sm_u32(base + L.kn), k_in, d * E, bar);
-        bulk_load(sm_u32(base + L.vn), v_in, dv * E, bar);
-        if (bfkn) bulk_load(sm_u32(base + L.fkn), fk_in, bfkn, bar);
+        mbar_expect_tx(bar, bq + bK + bfq + bz + (uint32_t)(d * E) + (uint32_t)(dv * E) + bfkn + bfkj + bvj);  // release: the stores above
+        if (bq) bulk_g2s(smem_u32(base + L.q), (const T*)p.q + it * d, bq, bar);
+        if (bfq) bulk_g2s(smem_u32(base + L.fq), (const T*)p.fq + it * F, bfq, bar);
+        if (bz) bulk_g2s(smem_u32(base + L.z), reinterpret_cast<const float*>(st + p.oz) + (ll)h * F, bz, bar);
+        bulk_g2s(smem_u32(base + L.kn), k_in, d * E, bar);
+        bulk_g2s(smem_u32(base + L.vn), v_in, dv * E, bar);
+        if (bfkn) bulk_g2s(smem_u32(base + L.fkn), fk_in, bfkn, bar);
         if (fold) {
           const T* fsrc = j0 >= n ? fk_in : reinterpret_cast<const T*>(st + p.owfk) + ((ll)h * C + j0 % C) * F;
           const T* vsrc = j0 >= n ? v_in : reinterpret_cast<const T*>(st + p.owv) + ((ll)g * C + j0 % C) * dv;
-          bulk_load(sm_u32(base + L.fkj), fsrc, bfkj, bar);
-          bulk_load(sm_u32(base + L.vj), vsrc, bvj, bar);
+          bulk_g2s(smem_u32(base + L.fkj), fsrc, bfkj, bar);
+          bulk_g2s(smem_u32(base + L.vj), vsrc, bvj, bar);
         }
-        if (bK) bulk_load(sm_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + (ll)g * C * d, bK, bar);
+        if (bK) bulk_g2s(smem_u32(base + L.K), reinterpret_cast<const T*>(st + p.owk) + (ll)g * C * d, bK, bar);
         next();
       }
       // chunk 1: the V ring
       if (soft_mode) {
-        mb_wait(empty0 + 8 * s, ph ^ 1);
+        mbar_wait(empty0 + 8 * s, ph ^ 1);
         const uint32_t bar = full0 + 8 * s, bytes = C * dv * E;
-        mb_expect_tx(bar, bytes);
-        bulk_load(sm_u32(sm + s * L.stg), reinterpret_cast<const T*>(st + p.owv) + (ll)g * C * dv, bytes, bar);
+        mbar_expect_tx(bar, bytes);
+        bulk_g2s(smem_u32(sm + s * L.stg), reinterpret_cast<const T*>(st + p.owv) + (ll)g * C * dv, bytes, bar);
         next();
       }
       // chunks of S
       if (F > 0 && (do_la || fold))
         for (int c = 0; c < nSc; ++c) {
           const int f0 = c * L.rs, nr = min(L.rs, F - f0);
-          mb_wait(empty0 + 8 * s, ph ^ 1);
+          mbar_wait(empty0 + 8 * s, ph ^ 1);
           const uint32_t bar = full0 + 8 * s, bytes = nr * dv * 4;
-          mb_expect_tx(bar, bytes);
-          bulk_load(sm_u32(sm + s * L.stg), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + f0) * dv, bytes, bar);
+          mbar_expect_tx(bar, bytes);
+          bulk_g2s(smem_u32(sm + s * L.stg), reinterpret_cast<const float*>(st + p.oS) + ((ll)h * F + f0) * dv, bytes, bar);
           next();
         }
 #pragma unroll
@@ -1655,7 +1634,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
   for (ll it = blockIdx.x; it < items; it += gridDim.x) {
     const int h = (int)(it % p.H), g = h / p.hpg;
     // chunk 0
-    mb_wait(full0 + 8 * s, ph);
+    mbar_wait(full0 + 8 * s, ph);
     const unsigned char* base = sm + s * L.stg;
     const unsigned char* info = sm + L.info + s * 32;
     char* st = *reinterpret_cast<char* const*>(info + 24);  // the sequence's state (no slots lookup here)
@@ -1760,7 +1739,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
       }
     }
     consumers_sync();
-    if (lane == 0) mb_arrive(empty0 + 8 * s);
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);
     next();
     float m = -INFINITY, l = 0.f;
     if (soft) {
@@ -1774,7 +1753,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f), la4 = acc;
     // chunk 1: weighted values
     if (soft_mode) {
-      mb_wait(full0 + 8 * s, ph);
+      mbar_wait(full0 + 8 * s, ph);
       const T* Vs = reinterpret_cast<const T*>(sm + s * L.stg);
       if (soft && active)
         for (int a = grp; a <= C; a += G) {
@@ -1783,7 +1762,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
             fma4(acc, expf(sa - m), a < C ? ld4(Vs + (ll)a * dv + cq * 4) : *reinterpret_cast<const float4*>(svn + cq * 4));
         }
       __syncwarp();
-      if (lane == 0) mb_arrive(empty0 + 8 * s);
+      if (lane == 0) mbar_arrive(empty0 + 8 * s);
       next();
     }
     // chunks of S: fq^T S_old and the fold
@@ -1791,7 +1770,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
       const float4 vq = fold ? *reinterpret_cast<const float4*>(svj + cq * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
       float* Sg = reinterpret_cast<float*>(st + p.oS) + (ll)h * F * dv;
       for (int c = 0; c < nSc; ++c) {
-        mb_wait(full0 + 8 * s, ph);
+        mbar_wait(full0 + 8 * s, ph);
         const float* Ss = reinterpret_cast<const float*>(sm + s * L.stg);
         const int f0 = c * L.rs, nr = min(L.rs, F - f0);
         if (active && (la || fold))
@@ -1804,7 +1783,7 @@ __global__ void __launch_bounds__(kNT3, 2) step3_kernel(DP p) {
             }
           }
         __syncwarp();
-        if (lane == 0) mb_arrive(empty0 + 8 * s);
+        if (lane == 0) mbar_arrive(empty0 + 8 * s);
         next();
       }
     }

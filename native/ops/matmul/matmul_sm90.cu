@@ -44,6 +44,8 @@
 #ifndef HA_WITH_CUDA
 #define HA_WITH_CUDA 1
 #endif
+#include "core/bulk_copy_sm90.cuh"
+#include "core/mma_sm80.cuh"
 #include "ops/matmul/matmul_internal.cuh"
 
 namespace ha {
@@ -91,29 +93,13 @@ __device__ __forceinline__ void tile_coord(int64_t t, const Sm90Params& p, int64
   tn = (r % width) / gsz;
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+// mbarriers: native/core/bulk_copy_sm90.cuh.
+using ::ha::bulk::mbar_arrive;
+using ::ha::bulk::mbar_expect_tx;
+using ::ha::bulk::mbar_init;
+using ::ha::bulk::mbar_wait;
+using ::ha::mma::smem_u32;
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
 // 3-d tiled TMA load (coordinates innermost first) completing on mbarrier `bar`.
 __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2) {
   asm volatile(
