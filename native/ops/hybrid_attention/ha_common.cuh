@@ -126,9 +126,6 @@ bool fast_path_applies(const KP& p, DType dt);
 bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st);
 bool launch_backward_fast(const KP& p, DType dt, void* dq, void* dk, void* dv, void* dfq, void* dfk,
                           float* dgamma, cudaStream_t st);
-// The fast path's inter-chunk LA states R_c (see ha_forward_fast.cu), in a pool buffer the caller
-// frees on `st`; nullptr where none is needed. With `lo`, also the bf16 residuals (hi + lo ~ fp32).
-__nv_bfloat16* launch_fast_states(const KP& p, DType dt, cudaStream_t st, __nv_bfloat16** lo = nullptr);
 
 }  // namespace cuda_detail
 }  // namespace ha

@@ -19,8 +19,7 @@
 //      Statistics are written exactly as the generic path writes them.
 // Modes with an LA branch run both steps fused in one kernel instead (fused_fwd_kernel below: the
 // state stays on chip, R_c never goes to HBM) where the card has the shared memory (sm_90: 227 KB);
-// swa and cards with less shared memory run the two kernels. The backward still calls the state
-// pass alone (launch_fast_states).
+// swa and cards with less shared memory run the two kernels.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -39,13 +38,11 @@ namespace fast {
 // needed). SUM: write the segment's sum (fp32, layout [f*D + col] then z[f]) to part[bh][s].
 // !SUM: start from part[bh][s] (exclusive prefix over segments; zero for s = 0) and, before adding
 // chunk m, write R_{m+1} (for m + 1 >= 2).
-// LO (backward, f16 inputs): also write the bf16 residual u - bf16(u) to rec_lo (same layout, same
-// z columns), so that hi + lo carries the fp32 state to ~16 bits.
-template <class T, int D, bool SUM, bool LO = false>
+template <class T, int D, bool SUM>
 __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hkv, int group, int M, int G,
                                                           int nseg, const T* __restrict__ fkp,
                                                           const T* __restrict__ vp, float* part,
-                                                          __nv_bfloat16* rec, __nv_bfloat16* rec_lo) {
+                                                          __nv_bfloat16* rec) {
   constexpr int LDS = D + 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smraw[];
   T* FKs = reinterpret_cast<T*>(smraw);  // 2 stages x kC x LDS
@@ -111,19 +108,6 @@ __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hk
         *reinterpret_cast<uint32_t*>(R + f0 * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(ha_), la_);
         *reinterpret_cast<uint32_t*>(R + (f0 + 8) * LDS + D + 2 * t) =
             pack2<__nv_bfloat16>(__bfloat162float(hb_), lb_);
-        if constexpr (LO) {
-          __nv_bfloat16* L = rec_lo + ((int64_t)bh * nch + (m + 1)) * D * LDS;
-#pragma unroll
-          for (int nt = 0; nt < ND; ++nt) {
-            const int col = nt * 8 + 2 * t;
-            *reinterpret_cast<uint32_t*>(L + f0 * LDS + col) = pack2<__nv_bfloat16>(
-                u[nt][0] - __bfloat162float(__float2bfloat16_rn(u[nt][0])), u[nt][1] - __bfloat162float(__float2bfloat16_rn(u[nt][1])));
-            *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + col) = pack2<__nv_bfloat16>(
-                u[nt][2] - __bfloat162float(__float2bfloat16_rn(u[nt][2])), u[nt][3] - __bfloat162float(__float2bfloat16_rn(u[nt][3])));
-          }
-          *reinterpret_cast<uint32_t*>(L + f0 * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(ha_), la_);
-          *reinterpret_cast<uint32_t*>(L + (f0 + 8) * LDS + D + 2 * t) = pack2<__nv_bfloat16>(__bfloat162float(hb_), lb_);
-        }
       }
       if (m + 1 >= M) continue;  // R_M is the last one anyone reads
     }
@@ -1077,11 +1061,10 @@ inline int state_segments(int BH) {
 // workspace buffer from the pool; returns it (the caller frees it on `st`), or nullptr where no row
 // reads an inter-chunk state. `mid`, when given, is recorded after the segment sums and scan.
 template <class T, int D>
-__nv_bfloat16* fast_states(const KP& p, cudaStream_t st, cudaEvent_t mid, __nv_bfloat16** lo = nullptr) {
+__nv_bfloat16* fast_states(const KP& p, cudaStream_t st, cudaEvent_t mid) {
   constexpr int LDS = D + 8;
   const int BH = p.B * p.H;
   const int nch = (p.T + kC - 1) / kC;
-  if (lo) *lo = nullptr;
   if (!(mode_has_la(p.mode) && nch >= 3)) {
     if (mid) check(cudaEventRecord(mid, st), "timing event");
     return nullptr;
@@ -1101,23 +1084,15 @@ __nv_bfloat16* fast_states(const KP& p, cudaStream_t st, cudaEvent_t mid, __nv_b
     check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
           "fast state smem");
     fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, smem, st>>>(
-        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, nullptr);
+        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec);
     check_launch("fast_state_sum");
     launch_segment_scan(part, BH, nseg, per, +1, st);
   }
   if (mid) check(cudaEventRecord(mid, st), "timing event");
-  if (lo) {
-    ws_alloc(lo, sizeof(__nv_bfloat16) * (size_t)BH * nch * D * LDS, st);
-    check(cudaFuncSetAttribute(fast_state_kernel<T, D, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fast state smem");
-    fast_state_kernel<T, D, false, true><<<dim3(nseg, BH), 2 * D, smem, st>>>(
-        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, *lo);
-  } else {
-    check(cudaFuncSetAttribute(fast_state_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-          "fast state smem");
-    fast_state_kernel<T, D, false><<<dim3(nseg, BH), 2 * D, smem, st>>>(
-        p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec, nullptr);
-  }
+  check(cudaFuncSetAttribute(fast_state_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+        "fast state smem");
+  fast_state_kernel<T, D, false><<<dim3(nseg, BH), 2 * D, smem, st>>>(
+      p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, rec);
   check_launch("fast_state_walk");
   if (part) check(cudaFreeAsync(part, st), "fast workspace free");
   return rec;
@@ -1278,7 +1253,7 @@ bool run_fused(const KP& p, cudaStream_t st) {
     if (!subs) {
       // one sum block per segment, then the exclusive scan over segments
       fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, ssm, st>>>(
-          p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr, nullptr);
+          p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr);
       check_launch("fast_state_sum");
       launch_segment_scan(part, BH, nseg, per, +1, st);
     } else {
@@ -1286,7 +1261,7 @@ bool run_fused(const KP& p, cudaStream_t st) {
       const int nsub = (nseg - 1) * k;
       ws_alloc(&sub, sizeof(float) * (size_t)BH * nsub * per, st);
       fast_state_kernel<T, D, true><<<dim3(nsub, BH), 2 * D, ssm, st>>>(
-          p.T, p.H, p.Hkv, p.group, M, Gs, nsub, (const T*)p.fk, (const T*)p.v, sub, nullptr, nullptr);
+          p.T, p.H, p.Hkv, p.group, M, Gs, nsub, (const T*)p.fk, (const T*)p.v, sub, nullptr);
       check_launch("fast_state_sum");
       segment_prefix_kernel<<<dim3((unsigned)((per + 255) / 256), BH), 256, 0, st>>>(sub, part, nseg, k, per);
       check_launch("segment_prefix");
@@ -1347,12 +1322,6 @@ bool fast_path_applies(const KP& p, DType dt) {
   for (const void* x : {p.q, p.k, p.v, p.fq, p.fk, (const void*)p.y})
     if (!fast::aligned16(x)) return false;
   return true;
-}
-
-__nv_bfloat16* launch_fast_states(const KP& p, DType dt, cudaStream_t st, __nv_bfloat16** lo) {
-  if (dt == DType::BF16) return p.d == 128 ? fast::fast_states<__nv_bfloat16, 128>(p, st, nullptr, lo)
-                                           : fast::fast_states<__nv_bfloat16, 64>(p, st, nullptr, lo);
-  return p.d == 128 ? fast::fast_states<__half, 128>(p, st, nullptr, lo) : fast::fast_states<__half, 64>(p, st, nullptr, lo);
 }
 
 bool launch_forward_fast(const KP& p, DType dt, cudaStream_t st) {
