@@ -119,7 +119,7 @@ describe('packing', () => {
       [1, 2, 3],
       [4, 5, 6],
     ]);
-    expect(() => packTokenChunks([], { seqLen: 0 }).next()).rejects.toThrow(InvalidArgumentError);
+    await expect(packTokenChunks([], { seqLen: 0 }).next()).rejects.toThrow(InvalidArgumentError);
   });
 
   it('batches are [B, T] row-major Int32Array in the { ids, batch, seqlen } form', async () => {
