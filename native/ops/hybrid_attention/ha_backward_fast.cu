@@ -90,6 +90,30 @@ __device__ __forceinline__ void warp_store_tile(T* dst, int r0, int T_, T* stg, 
   __syncwarp();
 }
 
+// acc (16 rows x D) += X M, X the warp's 16 x 128 operand as 8 A fragments (keys of chunks c-1,
+// c), M the 128 key rows x D in shared memory (row stride D + 8); halves with !act[hh] skipped.
+// The row kernel's dq = ds K and dfq = dA FK.
+template <class T, int D>
+__device__ __forceinline__ void add_frags_times_keys(float (&acc)[D / 8][4], const uint32_t (&x)[8][4], const T* M,
+                                                     const bool (&act)[2], int lane) {
+  constexpr int LDS = D + 8, ND = D / 8;
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    if (!act[hh]) continue;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const T* krow = M + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t kf[4];
+        ldsm_x4_t(kf, smem_u32(krow + np * 16));
+        mma16816<T>(acc[2 * np], x[hh * 4 + kk], kf[0], kf[1]);
+        mma16816<T>(acc[2 * np + 1], x[hh * 4 + kk], kf[2], kf[3]);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Row kernel. grid (nch, B*H), 128 threads; warp w owns rows 64c + 16w + [0, 16).
 // Shared memory: B0 = Q, later FQ (64 rows); B1 = dY (64 rows); B2 = K, later FK (128 keys);
@@ -341,23 +365,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     float o[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    if (win) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        if (!s_act[hh]) continue;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const T* krow = B2 + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t kf[4];
-            ldsm_x4_t(kf, smem_u32(krow + np * 16));
-            mma16816<T>(o[2 * np], dsp[hh * 4 + kk], kf[0], kf[1]);
-            mma16816<T>(o[2 * np + 1], dsp[hh * 4 + kk], kf[2], kf[3]);
-          }
-        }
-      }
-    }
+    if (win) add_frags_times_keys<T, D>(o, dsp, B2, s_act, lane);
     __syncthreads();  // every warp is done with K (B2)
     if (so) {  // staged through B2 (this warp's 16 rows), then R_c goes there
       warp_store_tile<T, D>(dq, row0 + warp * 16, T_, B2 + warp * 16 * LDS, o, p.scale, lane);
@@ -438,23 +446,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     float f[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; ++i) f[i][0] = f[i][1] = f[i][2] = f[i][3] = 0.f;
-    if (la_any) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        if (!a_act[hh]) continue;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const T* krow = FK_ + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t kf[4];
-            ldsm_x4_t(kf, smem_u32(krow + np * 16));
-            mma16816<T>(f[2 * np], dap[hh * 4 + kk], kf[0], kf[1]);
-            mma16816<T>(f[2 * np + 1], dap[hh * 4 + kk], kf[2], kf[3]);
-          }
-        }
-      }
-    }
+    if (la_any) add_frags_times_keys<T, D>(f, dap, FK_, a_act, lane);
     cp_wait<0>();
     __syncthreads();  // R_c has landed
     if (inter) {
