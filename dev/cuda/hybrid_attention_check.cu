@@ -12,6 +12,7 @@
 //        through the generic path on the same inputs, all against the f64 reference); --fast-only:
 //        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
+//        --profile: one forward and backward at each target shape, no timing (for ncu);
 //        --no-bwd-time: skip backward timing; --time-main: time only the two bf16 hybrid target
 //        shapes. Build with -DHA_FAST_TIMING for a per-kernel breakdown of the fast forward
 //        (two-kernel and fused forward variants timed side by side, extra fast cases walked in one
@@ -556,7 +557,7 @@ static void fast_sweep(std::mt19937_64& rng) {
 }
 
 // ---------------- timing ----------------
-static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false;
+static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false, g_profile = false;
 #ifdef HA_FAST_TIMING
 namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p; } }
 #endif
@@ -597,6 +598,14 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     std::sort(ts.begin(), ts.end());
     return ts[ts.size() / 2];
   };
+  if (g_profile) {  // --profile: one forward and one backward (for ncu), no timing
+    hybrid_attention_forward_cuda(p, st);
+    hybrid_attention_backward_cuda(gp, st);
+    CK(cudaStreamSynchronize(st));
+    for (void* x : {q, k, v, fq, fk, dy, y, dq, dk, dv, dfq, dfk, c, ds, dl, g, dg}) CK(cudaFree(x));
+    CK(cudaStreamDestroy(st));
+    return;
+  }
   float tf = bench([&] { hybrid_attention_forward_cuda(p, st); });
   if (g_time_generic) {
     cuda_detail::KP kp = kp_of(p);
@@ -683,6 +692,7 @@ int main(int argc, char** argv) {
     else if (a == "--time-generic") g_time_generic = true;
     else if (a == "--no-bwd-time") g_no_bwd_time = true;
     else if (a == "--time-main") g_time_main = true;
+    else if (a == "--profile") g_profile = g_time_main = true;
 #ifdef HA_FAST_TIMING
     else if (a == "--bwd-bulk" && i + 1 < argc) cuda_detail::g_bwd_bulk = atoi(argv[++i]);
     else if (a == "--bwd-stage-out" && i + 1 < argc) cuda_detail::g_bwd_stage_out = atoi(argv[++i]);
@@ -719,7 +729,7 @@ int main(int argc, char** argv) {
     cases.push_back({3, 1, 1, 1, 8, 8, 8, 16, 8, 0, 0, 0, 0, dt});
     cases.push_back({1, 2, 1, 2500, 64, 64, 128, 64, 8, 2, 0, 1, 0, dt});
   }
-  if (fastonly) cases.clear();
+  if (fastonly || g_profile) cases.clear();
   if (small) { std::vector<Cfg> s; for (auto& c : cases) if (c.dt == DType::BF16 && (size_t)c.T * c.B * c.H <= 1200) s.push_back(c); cases = s; }
   for (auto& c : cases) run_case(c, rng, nullptr, nullptr, verbose);
   printf("\nSWEEP: %d cases, %d failures\n", g_cases, g_fail);

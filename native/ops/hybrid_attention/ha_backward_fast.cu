@@ -91,17 +91,17 @@ __device__ __forceinline__ void warp_store_tile(T* dst, int r0, int T_, T* stg, 
 }
 
 // acc (16 rows x D) += X M, X the warp's 16 x 128 operand as 8 A fragments (keys of chunks c-1,
-// c), M the 128 key rows x D in shared memory (row stride D + 8); halves with !act[hh] skipped.
-// The row kernel's dq = ds K and dfq = dA FK.
+// c), M the 128 key rows x D in shared memory (row stride D + 8); 16-key tiles with !act[kt]
+// skipped. The row kernel's dq = ds K and dfq = dA FK.
 template <class T, int D>
 __device__ __forceinline__ void add_frags_times_keys(float (&acc)[D / 8][4], const uint32_t (&x)[8][4], const T* M,
-                                                     const bool (&act)[2], int lane) {
+                                                     const bool (&act)[8], int lane) {
   constexpr int LDS = D + 8, ND = D / 8;
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
-    if (!act[hh]) continue;
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
+      if (!act[hh * 4 + kk]) continue;
       const T* krow = M + (hh * kC + kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
 #pragma unroll
       for (int np = 0; np < ND / 2; ++np) {
@@ -182,6 +182,22 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
   const float den_b = vb ? p.den_swa[rb + nb] + p.den_la[rb + nb] : 0.f;
   const float wa_a = la && den_a > 0.f ? gl / den_a : 0.f, wa_b = la && den_b > 0.f ? gl / den_b : 0.f;
   const float wb_a = win && den_a > 0.f ? gw / den_a : 0.f, wb_b = win && den_b > 0.f ? gw / den_b : 0.f;
+  // 16-key tiles (key0 + 16 kt + [0, 16)) that some row of this warp reaches (exact): sk through its
+  // window (S, E, ds, dq), ak as LA keys (A, dA, dfq), vk either (dP). Sliding w = 64: S and dq over
+  // 5 tiles instead of 8, A and dfq over warp + 1 instead of 4.
+  bool sk[8], ak[8], vk[8];
+  {
+    const int wlo_a = va && win ? win_lo(p, na) : INT_MAX, wlo_b = vb && win ? win_lo(p, nb) : INT_MAX;
+    const int le_a = va && la ? la_end(p, na) : INT_MIN, le_b = vb && la ? la_end(p, nb) : INT_MIN;
+#pragma unroll
+    for (int kt = 0; kt < 8; ++kt) {
+      const int k0 = key0 + kt * 16, k1 = k0 + 15;
+      const bool ws = (wlo_a <= k1 && na >= k0) || (wlo_b <= k1 && nb >= k0);
+      sk[kt] = s_act[kt / 4] && __any_sync(0xffffffffu, ws);
+      ak[kt] = a_act[kt / 4] && __any_sync(0xffffffffu, le_a > k0 || le_b > k0);
+      vk[kt] = sk[kt] || ak[kt];
+    }
+  }
 
   // ---- 0. D_n = dy_n . y_n (16-bit y, as the generic path): from the prep kernel where it ran (Dp,
   // [B*H][64 * nch]), else from global memory while G0 is in flight
@@ -226,9 +242,9 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
       ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        if (!s_act[hh]) continue;
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
+          if (!sk[hh * 4 + np]) continue;
           uint32_t kf[4];
           ldsm_x4(kf, smem_u32(B2 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
                                ((lane >> 3) & 1) * 8));
@@ -243,7 +259,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     int ia = INT_MAX, ib = INT_MAX;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      if (!s_act[nt / 8]) continue;
+      if (!sk[nt / 2]) continue;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int j = key0 + nt * 8 + 2 * t + e;
@@ -271,11 +287,11 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     arg_b = bb == -INFINITY ? -1 : ib;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      if (!s_act[nt / 8]) continue;
+      if (!sk[nt / 2]) continue;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        pc[nt][e] = expf(pc[nt][e] - mx_a);
-        pc[nt][2 + e] = expf(pc[nt][2 + e] - mx_b);
+        pc[nt][e] = ex2_approx((pc[nt][e] - mx_a) * kLog2e);  // -inf (masked) -> 0
+        pc[nt][2 + e] = ex2_approx((pc[nt][2 + e] - mx_b) * kLog2e);
         rA_a += pc[nt][e];
         rA_b += pc[nt][2 + e];
       }
@@ -299,9 +315,9 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
       ldsm_x4(ga, smem_u32(Gw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        if (!v_act[hh]) continue;
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
+          if (!vk[hh * 4 + np]) continue;
           uint32_t vf[4];
           ldsm_x4(vf, smem_u32(B3 + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
                                ((lane >> 3) & 1) * 8));
@@ -318,7 +334,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     float rs_a = 0.f, rs_b = 0.f;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      if (!s_act[nt / 8]) continue;
+      if (!sk[nt / 2]) continue;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float ea = pc[nt][e], eb = pc[nt][2 + e];
@@ -365,7 +381,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     float o[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    if (win) add_frags_times_keys<T, D>(o, dsp, B2, s_act, lane);
+    if (win) add_frags_times_keys<T, D>(o, dsp, B2, sk, lane);
     __syncthreads();  // every warp is done with K (B2)
     if (so) {  // staged through B2 (this warp's 16 rows), then R_c goes there
       warp_store_tile<T, D>(dq, row0 + warp * 16, T_, B2 + warp * 16 * LDS, o, p.scale, lane);
@@ -412,6 +428,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
         ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
+          if (!ak[hh * 4 + np]) continue;
           uint32_t kf[4];
           ldsm_x4(kf, smem_u32(FK_ + (hh * kC + np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 +
                                ((lane >> 3) & 1) * 8));
@@ -421,6 +438,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
       }
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
+        if (!ak[hh * 4 + i / 2]) continue;  // (a stays 0: dA packs as 0)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int j = key0 + hh * kC + i * 8 + 2 * t + e;
@@ -446,7 +464,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_row_kernel(KP p, const __nv_b
     float f[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; ++i) f[i][0] = f[i][1] = f[i][2] = f[i][3] = 0.f;
-    if (la_any) add_frags_times_keys<T, D>(f, dap, FK_, a_act, lane);
+    if (la_any) add_frags_times_keys<T, D>(f, dap, FK_, ak, lane);
     cp_wait<0>();
     __syncthreads();  // R_c has landed
     if (inter) {
@@ -906,6 +924,18 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
 #pragma unroll
     for (int rt = 0; rt < 4; ++rt) {
       const int rl0 = hh * kC + rt * 16;  // local row index (0..127) of the tile's first row
+      // skip what no row of this 16 x 16 tile reaches (exact, from the per-row scalars): S and dk
+      // where no key is in a row's window or is its arg-max, A where none is an LA key, the whole
+      // tile where neither (rows of chunk c below the warp's keys: 6 of the 16 warp tiles of half 0)
+      bool sact = sh[hh], lact = lh[hh];
+      {
+        const int kmin = key0 + warp * 16, kmax = kmin + 15;
+        const int rl = rl0 + (lane & 15), n = key0 + rl, am = argv[rl];
+        const bool wy = (wlo[rl] <= kmax && n >= kmin) || (am >= kmin && am <= kmax);
+        sact = sact && __any_sync(0xffffffffu, wy);
+        lact = lact && __any_sync(0xffffffffu, lae[rl] > kmin);
+        if (!sact && !lact) continue;
+      }
       const T* Qt = QS + rt * 16 * LDS;
       const T* Gt = GS + rt * 16 * LDS;
       const T* Ft = FQS + rt * 16 * LDS;
@@ -915,7 +945,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
         const int bo = ((lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8;
         const int ao = (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8;
         uint32_t af[4], bfr[4];
-        if (sh[hh]) {
+        if (sact) {
           ldsm_x4(af, smem_u32(Kw + ao));
           ldsm_x4(bfr, smem_u32(Qt + bo));
           mma16816<T>(s[0], af, bfr[0], bfr[1]);
@@ -925,7 +955,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
         ldsm_x4(bfr, smem_u32(Gt + bo));
         mma16816<T>(dp[0], af, bfr[0], bfr[1]);
         mma16816<T>(dp[1], af, bfr[2], bfr[3]);
-        if (lh[hh]) {
+        if (lact) {
           ldsm_x4(af, smem_u32(FKw + ao));
           ldsm_x4(bfr, smem_u32(Ft + bo));
           mma16816<T>(a[0], af, bfr[0], bfr[1]);
@@ -943,14 +973,14 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
             const int rl = rl0 + nt * 8 + 2 * t + e, n = key0 + rl, j = hr ? jb : ja, ci = hr * 2 + e;
             const float dpv = dp[nt][ci] - Dv[rl];
             float P = 0.f, dsv = 0.f, lw = 0.f, da = 0.f;
-            if (sh[hh]) {
+            if (sact) {
               if (j >= wlo[rl] && j <= n) {
-                P = wbv[rl] * expf(s[nt][ci] * p.scale - cm[rl]);
+                P = wbv[rl] * ex2_approx((s[nt][ci] * p.scale - cm[rl]) * kLog2e);  // (as the row kernel: 1 at its max)
                 dsv = P * dpv;
               }
               if (argv[rl] == j) dsv += dcv[rl];
             }
-            if (lh[hh] && j < lae[rl]) {
+            if (lact && j < lae[rl]) {
               lw = wav[rl] * a[nt][ci];
               da = wav[rl] * dpv;
             }
@@ -979,7 +1009,7 @@ __global__ void __launch_bounds__(128, 2) fast_bwd_key_kernel(KP p, const __nv_b
         ldsm_x4_t(bfr, smem_u32(grow + np * 16));
         mma16816<T>(dv[2 * np], wf, bfr[0], bfr[1]);
         mma16816<T>(dv[2 * np + 1], wf, bfr[2], bfr[3]);
-        if (sh[hh]) {
+        if (sact) {
           ldsm_x4_t(bfr, smem_u32(qrow + np * 16));
           mma16816<T>(dk[2 * np], sf, bfr[0], bfr[1]);
           mma16816<T>(dk[2 * np + 1], sf, bfr[2], bfr[3]);

@@ -470,12 +470,6 @@ constexpr size_t fused_smem_bytes() {
   return sizeof(T) * 11 * kC * (D + 8) + sizeof(float) * ((size_t)kC * (D + 8) + kC + 2 * D);
 }
 
-__device__ __forceinline__ float ex2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // EX2: P = 2^(x log2 e - c log2 e) (ex2.approx: one FFMA + MUFU) instead of the accurate expf
 // (~8 instructions; the attention warps are issue-bound). Non-dev builds use EX2 = true only.
 // `arrive` (dev builds only) lets the state warps bar.arrive instead of bar.sync at barrier 1.
