@@ -616,7 +616,9 @@ __global__ void __launch_bounds__(256) fast_bwd_prep_kernel(KP p, int Tp, float*
 // and leave as one bulk copy each (sm_90; see kBulk).
 // SUM: the segment's sum (fp32, [f*D + col] then z[f]) into part[z][bh][s] (nseg: entries per
 // (z, bh)); the sums need no order, so they run over sub-segments: G chunks each, pm = 1;
-// !SUM: start from part[z][bh][s * pm] (exclusive prefix over the sub-segments; zero for s = 0). f16 inputs: the
+// !SUM: start from part[z][bh][s * pm] (exclusive prefix over the sub-segments; zero for s = 0), or
+// with `direct`, from the sum of the raw sub-segment sums part[z][bh][0 .. s * pm) (no scan pass:
+// few segments; H100, B=1 T=16384: the scan was 24 us). f16 inputs: the
 // states also go as bf16 residuals (rec_lo / rrec_lo, see state_parts).
 template <class T, int D>
 constexpr size_t walk_smem(int ns, bool bulk) {
@@ -625,7 +627,7 @@ constexpr size_t walk_smem(int ns, bool bulk) {
          (bulk && state_parts<T>() == 1 ? sizeof(__nv_bfloat16) * D * (D + 8) : 0);
 }
 template <class T, int D, bool SUM, int NS, bool BULK>
-__global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, int G, int nseg, int pm, int Tp, float* part,
+__global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, int G, int nseg, int pm, int direct, int Tp, float* part,
                                                                 const float* __restrict__ wab, const T* __restrict__ zcb,
                                                                 __nv_bfloat16* rec, __nv_bfloat16* rec_lo,
                                                                 __nv_bfloat16* rrec, __nv_bfloat16* rrec_lo,
@@ -665,17 +667,22 @@ __global__ void __launch_bounds__(2 * D, 2) fast_bwd_walk_kernel(KP p, int M, in
 #pragma unroll
   for (int i = 0; i <= ND; ++i) u[i][0] = u[i][1] = u[i][2] = u[i][3] = 0.f;
   if (!SUM && s > 0) {
+    const int e0 = direct ? -s * pm : 0;  // entries [e0, 0) relative to mypart: the raw sums before s
+#pragma unroll 1
+    for (int e = e0; e < (direct ? 0 : 1); ++e) {
+      const float* src = mypart + (int64_t)e * per;
 #pragma unroll
-    for (int nt = 0; nt < ND; ++nt) {
-      const int col = nt * 8 + 2 * t;
-      u[nt][0] = mypart[(int64_t)f0 * D + col];
-      u[nt][1] = mypart[(int64_t)f0 * D + col + 1];
-      u[nt][2] = mypart[(int64_t)(f0 + 8) * D + col];
-      u[nt][3] = mypart[(int64_t)(f0 + 8) * D + col + 1];
-    }
-    if (t == 0) {
-      u[ND][0] = mypart[(int64_t)D * D + f0];
-      u[ND][2] = mypart[(int64_t)D * D + f0 + 8];
+      for (int nt = 0; nt < ND; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        u[nt][0] += src[(int64_t)f0 * D + col];
+        u[nt][1] += src[(int64_t)f0 * D + col + 1];
+        u[nt][2] += src[(int64_t)(f0 + 8) * D + col];
+        u[nt][3] += src[(int64_t)(f0 + 8) * D + col + 1];
+      }
+      if (t == 0) {
+        u[ND][0] += src[(int64_t)D * D + f0];
+        u[ND][2] += src[(int64_t)D * D + f0 + 8];
+      }
     }
   }
   auto chunk = [&](int i) { return rev ? nch - 1 - i : i; };
@@ -1182,6 +1189,7 @@ namespace fast {
 // pass's waves x (steps + a per-wave cost of ~28 steps, from the measured sum-pass times).
 // Dev builds: g_bwd_seg_mult > 0 takes the earlier rule (about seg_mult * SMs blocks per direction,
 // P = 1), 0 one segment; g_bwd_nseg / g_bwd_sub_p (> 0) force the segment count / P.
+constexpr int kDirectSumsBwd = 16;  // raw segment sums per walk up to which it adds its own prefix
 struct WalkSplit {
   int nseg, G, P;
 };
@@ -1271,17 +1279,19 @@ void run_bwd_fast(const KP& p, DType dt, T* dq, T* dk, T* dv, T* dfq, T* dfk, fl
     const int nsub = (nseg - 1) * P + 1;  // prefix entries per (direction, b*h): the sub-segments' and the total
     const int64_t per = (int64_t)D * D + D;
     float* part = nullptr;
+    int direct = 0;  // the walk adds the raw segment sums itself (see fast_bwd_walk_kernel)
     auto walk = [&](auto kern, int nsg, int g, int pm, bool bk) {
       const size_t smem = walk_smem<T, D>(2, bk);
       check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "fast bwd walk smem");
-      kern<<<dim3(nsg, BH, 2), 2 * D, smem, st>>>(p, M, g, nsub, pm, Tp, part, wab, zcb, rec, rec_lo, rrec, rrec_lo, rz);
+      kern<<<dim3(nsg, BH, 2), 2 * D, smem, st>>>(p, M, g, nsub, pm, direct, Tp, part, wab, zcb, rec, rec_lo, rrec, rrec_lo, rz);
       check_launch("fast_bwd_walk");
     };
     // (2 stages: 3 measured no faster on an H200, and the state copy needs the shared memory)
     if (nseg > 1) {
       ws_alloc(&part, sizeof(float) * 2 * (size_t)BH * nsub * per, st);
       walk(fast_bwd_walk_kernel<T, D, true, 2, false>, nsub - 1, G / P, 1, false);
-      launch_segment_scan(part, 2 * BH, nsub, per, +1, st);
+      direct = nsub - 1 <= kDirectSumsBwd;
+      if (!direct) launch_segment_scan(part, 2 * BH, nsub, per, +1, st);
     }
     mark(1);
     if (bulk) walk(fast_bwd_walk_kernel<T, D, false, 2, true>, nseg, G, P, true);

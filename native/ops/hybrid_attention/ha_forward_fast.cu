@@ -37,16 +37,17 @@ namespace fast {
 // Chunks m in [s*G, min(M, (s+1)*G)) are added in order (M = nch - 1: the last chunk is never
 // needed). SUM: write the segment's sum (fp32, layout [f*D + col] then z[f]) to part[bh][s].
 // !SUM: start from part[bh][s] (exclusive prefix over segments; zero for s = 0) and, before adding
-// chunk m, write R_{m+1} (for m + 1 >= 2).
-template <class T, int D, bool SUM>
+// chunk m, write R_{m+1} (for m + 1 >= 2). NS stages of FK and V (NS - 1 chunks in flight): the
+// sums (3 stages) are a pure stream of FK and V, two CTAs per SM (registers).
+template <class T, int D, bool SUM, int NS = 2>
 __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hkv, int group, int M, int G,
                                                           int nseg, const T* __restrict__ fkp,
                                                           const T* __restrict__ vp, float* part,
                                                           __nv_bfloat16* rec) {
   constexpr int LDS = D + 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smraw[];
-  T* FKs = reinterpret_cast<T*>(smraw);  // 2 stages x kC x LDS
-  T* Vs = FKs + 2 * kC * LDS;            // 2 stages x kC x LDS (column D = 1: z comes out of the mma)
+  T* FKs = reinterpret_cast<T*>(smraw);  // NS stages x kC x LDS
+  T* Vs = FKs + NS * kC * LDS;           // NS stages x kC x LDS (column D = 1: z comes out of the mma)
   const int s = blockIdx.x, bh = blockIdx.y;
   const int b = bh / H, h = bh % H, hk = h / group;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -57,7 +58,7 @@ __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hk
   const int64_t per = (int64_t)D * D + D;
   const int f0 = warp * 16 + g;
 
-  for (int i = tid; i < 2 * kC * 8; i += blockDim.x) {
+  for (int i = tid; i < NS * kC * 8; i += blockDim.x) {
     const int r = i >> 3, cc = i & 7;
     Vs[r * LDS + D + cc] = cc == 0 ? (T)1.f : (T)0.f;
   }
@@ -79,18 +80,22 @@ __global__ void __launch_bounds__(2 * D) fast_state_kernel(int T_, int H, int Hk
       u[ND][2] = src[(int64_t)D * D + f0 + 8];
     }
   }
-  if (m0 < m1) {
-    load_rows<T, D>(FKs, fk, m0 * kC, kC, T_);
-    load_rows<T, D>(Vs, v, m0 * kC, kC, T_);
+#pragma unroll
+  for (int i = 0; i < NS - 1; ++i) {
+    if (m0 + i < m1) {
+      load_rows<T, D>(FKs + i * kC * LDS, fk, (m0 + i) * kC, kC, T_);
+      load_rows<T, D>(Vs + i * kC * LDS, v, (m0 + i) * kC, kC, T_);
+    }
+    cp_commit();
   }
-  cp_commit();
   for (int m = m0; m < m1; ++m) {
-    const int st = (m - m0) & 1;
-    cp_wait<0>();
-    __syncthreads();
-    if (m + 1 < m1) {
-      load_rows<T, D>(FKs + (st ^ 1) * kC * LDS, fk, (m + 1) * kC, kC, T_);
-      load_rows<T, D>(Vs + (st ^ 1) * kC * LDS, v, (m + 1) * kC, kC, T_);
+    const int st = (m - m0) % NS;
+    cp_wait<NS - 2>();
+    __syncthreads();  // chunk m has landed; every warp is done with chunk m-1's stage
+    if (m + NS - 1 < m1) {
+      const int sn = (m - m0 + NS - 1) % NS;
+      load_rows<T, D>(FKs + sn * kC * LDS, fk, (m + NS - 1) * kC, kC, T_);
+      load_rows<T, D>(Vs + sn * kC * LDS, v, (m + NS - 1) * kC, kC, T_);
     }
     cp_commit();
     if (!SUM) {
@@ -484,7 +489,8 @@ constexpr size_t fused_smem_bytes() {
 //     after the walk), before their FQ R_{c+1} overwrites X.
 constexpr int kFwTrim = 1, kFwStateLoads = 2, kFwStateStores = 8;
 template <class T, int D, bool EX2, int V = 0>
-__global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int arrive, const float* __restrict__ part) {
+__global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int nent, int kk, int arrive,
+                                                           const float* __restrict__ part) {
   constexpr bool TRIM = (V & kFwTrim) != 0, SLOAD = (V & kFwStateLoads) != 0, SSTORE = (V & kFwStateStores) != 0;
   constexpr int LDS = D + 8, TILE = kC * LDS, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
   constexpr int XLD = D + 8;    // fp32 row stride of X: float2 accesses of a half-warp hit 32 banks
@@ -898,24 +904,31 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
     const int ws = warp - 4, sid = tid - 128, cb = ws * (D / 4);
     float r[SMT][ND][4];  // R^T: rows (dv) cb + 16 mt + g (+8), columns (f) 8 nt + 2t (+1)
     float zr = 0.f;       // z[sid] (sid < D)
+#pragma unroll
+    for (int mt = 0; mt < SMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < ND; ++nt) r[mt][nt][0] = r[mt][nt][1] = r[mt][nt][2] = r[mt][nt][3] = 0.f;
     if (s > 0) {
-      const float* src = part + ((int64_t)bh * nseg + s) * ((int64_t)D * D + D);
+      // R_{lo} = the sum of the chunks before this segment (fp32 [f*D + col] then z[f]), from nent
+      // entries per head: kk > 0: the first s kk sub-segment sums, added here (few segments: no prefix
+      // pass); kk = 0: entry s holds the prefix already
+      const int64_t per = (int64_t)D * D + D;
+      const int e0 = kk > 0 ? 0 : s, e1 = kk > 0 ? s * kk : s + 1;
+#pragma unroll 1
+      for (int e = e0; e < e1; ++e) {
+        const float* src = part + ((int64_t)bh * nent + e) * per;
 #pragma unroll
-      for (int mt = 0; mt < SMT; ++mt)
+        for (int mt = 0; mt < SMT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < ND; ++nt) {
-          const int col = cb + mt * 16 + g, f = nt * 8 + 2 * t;
-          r[mt][nt][0] = src[(int64_t)f * D + col];
-          r[mt][nt][1] = src[(int64_t)(f + 1) * D + col];
-          r[mt][nt][2] = src[(int64_t)f * D + col + 8];
-          r[mt][nt][3] = src[(int64_t)(f + 1) * D + col + 8];
-        }
-      if (sid < D) zr = src[(int64_t)D * D + sid];
-    } else {
-#pragma unroll
-      for (int mt = 0; mt < SMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < ND; ++nt) r[mt][nt][0] = r[mt][nt][1] = r[mt][nt][2] = r[mt][nt][3] = 0.f;
+          for (int nt = 0; nt < ND; ++nt) {
+            const int col = cb + mt * 16 + g, f = nt * 8 + 2 * t;
+            r[mt][nt][0] += src[(int64_t)f * D + col];
+            r[mt][nt][1] += src[(int64_t)(f + 1) * D + col];
+            r[mt][nt][2] += src[(int64_t)f * D + col + 8];
+            r[mt][nt][3] += src[(int64_t)(f + 1) * D + col + 8];
+          }
+        if (sid < D) zr += src[(int64_t)D * D + sid];
+      }
     }
     if (sid < D) zs[(lo & 1) * D + sid] = zr;
     for (int c = lo; c < hi; ++c) {
@@ -1143,6 +1156,7 @@ inline int max_smem_optin() {
 // sub[bh][i] for i < s k (s = 1 .. nseg-1; segment s walks from R_{sG+1} = part[s], G = k Gs).
 // The k loads of a segment are issued together (one memory round trip per segment, not per entry).
 constexpr int kMaxSub = 8;
+constexpr int kDirectSums = 16;  // sub-segment sums per head up to which the fused CTAs add their own prefix
 __global__ void segment_prefix_kernel(const float* __restrict__ sub, float* __restrict__ part, int nseg, int k, int64_t per) {
   const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int bh = blockIdx.y;
@@ -1162,7 +1176,7 @@ __global__ void segment_prefix_kernel(const float* __restrict__ sub, float* __re
 
 #ifdef HA_FAST_TIMING
 }  // namespace fast
-int g_fast_sub = 1;  // dev builds only: 0 = one segment-sum block per fused segment + segment scan
+int g_fast_sub = 1;  // dev builds only: 0 = one segment-sum block per fused segment (k = 1)
 int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fused segment count / sums per segment
 namespace fast {
 #endif
@@ -1175,20 +1189,22 @@ namespace fast {
 constexpr int kFwWalk = kFwTrim | kFwStateLoads, kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;
 
 template <class T, int D, bool EX2, int V>
-void launch_fused(const KP& p, int G, int nseg, int arrive, const float* part, cudaStream_t st) {
+void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, const float* part, cudaStream_t st) {
   constexpr size_t smem = fused_smem_bytes<T, D>();
   check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, EX2, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
         "fused fwd smem");
-  fused_fwd_kernel<T, D, EX2, V><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, arrive, part);
+  fused_fwd_kernel<T, D, EX2, V><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, nent, kk, arrive, part);
   check_launch("fused_fwd");
 }
 
 // Fused forward for the modes with an LA branch, where the card has the shared memory for it;
 // returns false otherwise (the two-kernel path runs). One CTA per SM: with B*H below the SM
 // count, floor(SMs / B*H) segments per head so that every SM walks one. Their starting states:
-// sums over sub-segments of Gs chunks (k per segment, about three sum blocks per SM instead of one
-// block per segment on a quarter of the SMs) and a prefix over them. H200, B=1 T=16384: 0.129 ->
-// 0.110-0.121 ms for the sums (of ~0.52 ms); what is left is the re-read of 3/4 of FK and V.
+// sums over sub-segments of Gs chunks (k per segment, about two sum blocks per SM instead of one
+// block per segment on a quarter of the SMs), which the segments' CTAs add up themselves (or, with
+// many segments, a prefix pass). H100, B=1 T=16384: sums 106 us (2 stages, k = 4: 1.45 waves) ->
+// 100 us (3 stages, k = 2; forcing 3 blocks per SM spills, 122 us), prefix pass (15 us) gone:
+// forward 0.535 -> 0.52 ms; what is left is the re-read of 3/4 of FK and V (61% of HBM).
 template <class T, int D>
 bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
@@ -1215,8 +1231,8 @@ bool run_fused(const KP& p, cudaStream_t st) {
     G = std::max(2, (M + want - 1) / want);
     nseg = (M + G - 1) / G;
     if (subs && nseg > 1) {
-      // about 3 sum blocks per SM (69.6 KB of shared memory each), at least 4 chunks per block
-      k = std::min(kMaxSub, std::max(1, 3 * sm_count() / ((nseg - 1) * BH)));
+      // about 2 sum blocks per SM (registers: 95 a thread), at least 4 chunks per block
+      k = std::min(kMaxSub, std::max(1, 2 * sm_count() / ((nseg - 1) * BH)));
       k = std::max(1, std::min(k, G / 4));
 #ifdef HA_FAST_TIMING
       if (g_fast_sub_k > 0) k = std::min(kMaxSub, g_fast_sub_k);
@@ -1237,44 +1253,43 @@ bool run_fused(const KP& p, cudaStream_t st) {
 #endif
   float* part = nullptr;
   float* sub = nullptr;
+  int nent = 1, kk = 0;  // (see fused_fwd_kernel: entries per head, sums per segment or 0 = prefixed)
   if (nseg > 1) {
-    // part[bh][s] = sum of chunks < s * G: CTA s's R_{sG+1}
+    // sums of the (nseg - 1) k sub-segments of Gs chunks (sub-segment i: chunks [i Gs, (i+1) Gs)),
+    // streamed through 3 stages; segment s starts from the sum of the first s k
     const int64_t per = (int64_t)D * D + D;
-    ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
-    const size_t ssm = sizeof(T) * 4 * kC * LDS;
-    check(cudaFuncSetAttribute(fast_state_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ssm),
+    const int nsub = (nseg - 1) * k;
+    ws_alloc(&sub, sizeof(float) * (size_t)BH * nsub * per, st);
+    const size_t ssm = sizeof(T) * 2 * 3 * kC * LDS;
+    check(cudaFuncSetAttribute(fast_state_kernel<T, D, true, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ssm),
           "fast state smem");
-    if (!subs) {
-      // one sum block per segment, then the exclusive scan over segments
-      fast_state_kernel<T, D, true><<<dim3(nseg - 1, BH), 2 * D, ssm, st>>>(
-          p.T, p.H, p.Hkv, p.group, M, G, nseg, (const T*)p.fk, (const T*)p.v, part, nullptr);
-      check_launch("fast_state_sum");
-      launch_segment_scan(part, BH, nseg, per, +1, st);
+    fast_state_kernel<T, D, true, 3><<<dim3(nsub, BH), 2 * D, ssm, st>>>(
+        p.T, p.H, p.Hkv, p.group, M, Gs, nsub, (const T*)p.fk, (const T*)p.v, sub, nullptr);
+    check_launch("fast_state_sum");
+    if (nsub <= kDirectSums) {
+      // few: each segment's CTA adds its s k sums itself (H100, B=1 T=16384: the prefix pass was 15 us)
+      part = sub, nent = nsub, kk = k;
     } else {
-      // sums of the (nseg - 1) k sub-segments of Gs chunks (sub-segment i: chunks [i Gs, (i+1) Gs))
-      const int nsub = (nseg - 1) * k;
-      ws_alloc(&sub, sizeof(float) * (size_t)BH * nsub * per, st);
-      fast_state_kernel<T, D, true><<<dim3(nsub, BH), 2 * D, ssm, st>>>(
-          p.T, p.H, p.Hkv, p.group, M, Gs, nsub, (const T*)p.fk, (const T*)p.v, sub, nullptr);
-      check_launch("fast_state_sum");
+      ws_alloc(&part, sizeof(float) * (size_t)BH * nseg * per, st);
       segment_prefix_kernel<<<dim3((unsigned)((per + 255) / 256), BH), 256, 0, st>>>(sub, part, nseg, k, per);
       check_launch("segment_prefix");
+      nent = nseg, kk = 0;
     }
   }
   if (ev[1]) check(cudaEventRecord(ev[1], st), "timing event");
   if (!ex2) {
 #ifdef HA_FAST_TIMING
-    launch_fused<T, D, false, 0>(p, G, nseg, arrive, part, st);  // dev comparisons only: the accurate expf softmax
+    launch_fused<T, D, false, 0>(p, G, nseg, nent, kk, arrive, part, st);  // dev comparisons only: the accurate expf softmax
 #endif
   } else {
     switch (variant) {
 #ifdef HA_FAST_TIMING
-      case 0: launch_fused<T, D, true, 0>(p, G, nseg, arrive, part, st); break;  // the previous kernel
+      case 0: launch_fused<T, D, true, 0>(p, G, nseg, nent, kk, arrive, part, st); break;  // the previous kernel
 #endif
-      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, 0, part, st); break;
-      case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, 0, part, st); break;
-      case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, 0, part, st); break;
-      default: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, 0, part, st); break;
+      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, nent, kk, 0, part, st); break;
+      case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
+      case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, nent, kk, 0, part, st); break;
+      default: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
     }
   }
 #ifdef HA_FAST_TIMING
@@ -1289,8 +1304,8 @@ bool run_fused(const KP& p, cudaStream_t st) {
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif
+  if (part && part != sub) check(cudaFreeAsync(part, st), "fast workspace free");
   if (sub) check(cudaFreeAsync(sub, st), "fast workspace free");
-  if (part) check(cudaFreeAsync(part, st), "fast workspace free");
   return true;
 }
 
