@@ -1204,7 +1204,7 @@ void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, co
 // block per segment on a quarter of the SMs), which the segments' CTAs add up themselves (or, with
 // many segments, a prefix pass). H100, B=1 T=16384: sums 106 us (2 stages, k = 4: 1.45 waves) ->
 // 100 us (3 stages, k = 2; forcing 3 blocks per SM spills, 122 us), prefix pass (15 us) gone:
-// forward 0.535 -> 0.52 ms; what is left is the re-read of 3/4 of FK and V (61% of HBM).
+// forward 0.535 -> 0.51 ms; what is left is the re-read of 3/4 of FK and V (61% of HBM).
 template <class T, int D>
 bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
