@@ -457,15 +457,6 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
 // 5 key tiles their rows can see, and every cp.async (with segments also the y stores) issued by
 // the state warps. Sequence-parallel segments when B*H is below the SM count: CTA s > 0 walks
 // chunks [sG+1, (s+1)G+1) from R_{sG+1} = part[s] (sums over sub-segments + a prefix, run_fused).
-template <class T, int D>
-__device__ __forceinline__ void load_chunk_rows(T* dst, const T* src, int r0, int T_, int tid, int nthr) {
-  constexpr int CPR = D / 8;
-  for (int i = tid; i < kC * CPR; i += nthr) {
-    const int r = i / CPR, cc = i - r * CPR, gr = r0 + r;
-    const bool ok = gr >= 0 && gr < T_;
-    cp_async16(smem_u32(dst + r * (D + 8) + cc * 8), ok ? src + (int64_t)gr * D + cc * 8 : src, ok);
-  }
-}
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
@@ -484,7 +475,7 @@ constexpr size_t fused_smem_bytes() {
 //     terraced ones with w <= 32), so S is 5 tiles instead of 8 and A / P V skip the tiles left of
 //     the LA range; chunk -1 is zero-filled so no tile needs a chunk-0 special case.
 //   kFwStateLoads: the state warps issue every cp.async of the walk (the attention warps issue none).
-//   kFwStateStores: the state warps also write y: the attention warps leave chunk c's normalised rows
+//   kFwStateStores (dev builds only; slower once the loads were cheap): the state warps also write y: the attention warps leave chunk c's normalised rows
 //     in X (as bf16) and the state warps copy them out after the next barrier (the last chunk's
 //     after the walk), before their FQ R_{c+1} overwrites X.
 constexpr int kFwTrim = 1, kFwStateLoads = 2, kFwStateStores = 8;
@@ -522,15 +513,20 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
   const bool win = mode_has_window(p.mode) && gw > 0.f;
   const bool la = mode_has_la(p.mode) && gl != 0.f;
   auto slot = [](int m) { return (m + 3) % 3; };  // ring slot of chunk m >= -1
-  auto load_kvf = [&](int m, int i0, int n) {
+  // loads of chunk m by the threads i0 of `nthr` (a compile-time count: All or Half)
+  using All = std::integral_constant<int, 256>;
+  using Half = std::integral_constant<int, 128>;
+  auto load_kvf = [&](int m, int i0, auto nthr) {
+    constexpr int N = decltype(nthr)::value;
     const int o = slot(m) * TILE;
-    if (win) load_chunk_rows<T, D>(Ks + o, k, m * kC, T_, i0, n);
-    load_chunk_rows<T, D>(Vs + o, v, m * kC, T_, i0, n);
-    load_chunk_rows<T, D>(FKs + o, fk, m * kC, T_, i0, n);
+    if (win) load_chunk_rows<T, D, N>(Ks + o, k, m * kC, T_, i0);
+    load_chunk_rows<T, D, N>(Vs + o, v, m * kC, T_, i0);
+    load_chunk_rows<T, D, N>(FKs + o, fk, m * kC, T_, i0);
   };
-  auto load_qf = [&](int m, int i0, int n) {
-    if (win) load_chunk_rows<T, D>(Qs, q, m * kC, T_, i0, n);
-    load_chunk_rows<T, D>(FQs, fq, m * kC, T_, i0, n);
+  auto load_qf = [&](int m, int i0, auto nthr) {
+    constexpr int N = decltype(nthr)::value;
+    if (win) load_chunk_rows<T, D, N>(Qs, q, m * kC, T_, i0);
+    load_chunk_rows<T, D, N>(FQs, fq, m * kC, T_, i0);
   };
   // chunk m's normalised rows, left in X as 16-bit values (row stride 2 XLD) by the attention warps -> y
   auto store_y = [&](int m, int i0, int n) {
@@ -541,9 +537,9 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       if (gr < T_) *reinterpret_cast<uint4*>(y + (int64_t)gr * D + cc * 8) = *reinterpret_cast<const uint4*>(Os + r * 2 * XLD + cc * 8);
     }
   };
-  if (lo >= 1 || TRIM) load_kvf(lo - 1, tid, 256);  // (TRIM: chunk -1 = zeros)
-  load_kvf(lo, tid, 256);
-  load_qf(lo, tid, 256);
+  if (lo >= 1 || TRIM) load_kvf(lo - 1, tid, All{});  // (TRIM: chunk -1 = zeros)
+  load_kvf(lo, tid, All{});
+  load_qf(lo, tid, All{});
   cp_commit();
 
   if (warp < 4) {
@@ -553,7 +549,7 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
     for (int c = lo; c < hi; ++c) {
       cp_wait<0>();
       __syncthreads();  // chunk c landed; everyone is done with chunk c-1 (slot c-2 and X are free)
-      if (!SLOAD && c + 1 < hi) load_kvf(c + 1, tid, 256);
+      if (!SLOAD && c + 1 < hi) load_kvf(c + 1, tid, All{});
       cp_commit();
       const int row0 = c * kC, key0 = row0 - kC;
       const int rlast = min(T_, row0 + kC) - 1;
@@ -798,7 +794,7 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       // Q and FQ are done here (the state warps arrive once their FQ R_c and fq . z are in X):
       // fetch chunk c+1's into the same slots while P V runs.
       named_bar_sync(1, 256);
-      if (!SLOAD && c + 1 < hi) load_qf(c + 1, tid, 128);
+      if (!SLOAD && c + 1 < hi) load_qf(c + 1, tid, Half{});
       cp_commit();
       // ---- 3. O = (coef P + A) V
       float o[ND][4];
@@ -935,8 +931,8 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       cp_wait<0>();
       __syncthreads();
       if (c + 1 < hi) {
-        if (SLOAD) load_kvf(c + 1, sid, 128);
-        else load_kvf(c + 1, tid, 256);
+        if (SLOAD) load_kvf(c + 1, sid, Half{});
+        else load_kvf(c + 1, tid, All{});
       }
       cp_commit();
       if constexpr (SSTORE) {
@@ -995,7 +991,7 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       // racecheck flags the FQ reload that follows in the attention warps (dev builds: arrive = 1)
       if (arrive) named_bar_arrive(1, 256);
       else named_bar_sync(1, 256);
-      if (SLOAD && c + 1 < hi) load_qf(c + 1, sid, 128);
+      if (SLOAD && c + 1 < hi) load_qf(c + 1, sid, Half{});
       cp_commit();
       if (c + 1 >= hi) continue;  // R_{c+1} is not read by this CTA
       if (c >= 1) {
@@ -1181,11 +1177,12 @@ int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fuse
 namespace fast {
 #endif
 
-// Variants of the fused kernel that non-dev builds run (see fused_fwd_kernel; dev builds: --fused 10+V
-// forces V in {0, 2, 3, 10, 11}, --fused 99 is this choice). H200 harness, bf16, H=32, d=F=dv=128, w=64:
-// one walker per head (B=4 T=2048): trim + state-warp loads 0.185 ms, with the state-warp y stores too
-// 0.202; segmented walks (B=1 T=16384): 0.534-0.539 ms, with the y stores 0.519-0.520 (the previous
-// kernel: 0.265 / 0.668 ms in the same runs).
+// The variant non-dev builds run (see fused_fwd_kernel; dev builds: --fused 10+V forces V in
+// {0, 2, 3, 10, 11}, --fused 99 is this choice): trim + state-warp loads (kFwWalk), without the trim
+// where the window frame does not hold. H100 harness, bf16, H=32, d=F=dv=128, w=64, once the loads
+// were cheap to issue (load_chunk_rows): B=4 T=2048 0.176-0.179 ms; B=1 T=16384 0.472 ms, with the
+// state-warp y stores too 0.509 (before: 0.186 / 0.545 and 0.519; on an H200 the y stores had won
+// at B=1, 0.519 vs 0.534, while the loads cost ~20 integer instructions each).
 constexpr int kFwWalk = kFwTrim | kFwStateLoads, kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;
 
 template <class T, int D, bool EX2, int V>
@@ -1210,7 +1207,7 @@ bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
   constexpr size_t smem = fused_smem_bytes<T, D>();
   if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
-  int want = 0, variant = -1, subs = 1;  // variant -1: kFwWalk or kFwSegmented, by the segment count
+  int want = 0, variant = kFwWalk, subs = 1;
   [[maybe_unused]] int arrive = 0;
   bool ex2 = true;
 #ifdef HA_FAST_TIMING
@@ -1243,7 +1240,6 @@ bool run_fused(const KP& p, cudaStream_t st) {
       if (nseg < 2) k = 1, Gs = G;
     }
   }
-  if (variant < 0) variant = nseg > 1 ? kFwSegmented : kFwWalk;
   // the 5-tile window frame holds for sliding windows and terraced ones with w <= 32
   if (!(p.geom == 0 || p.w <= kC / 2)) variant &= ~kFwTrim;
   cudaEvent_t ev[3] = {};
@@ -1288,8 +1284,11 @@ bool run_fused(const KP& p, cudaStream_t st) {
 #endif
       case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, nent, kk, 0, part, st); break;
       case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
+#ifdef HA_FAST_TIMING
       case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, nent, kk, 0, part, st); break;
-      default: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
+      case kFwSegmented & ~kFwTrim: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
+#endif
+      default: throw std::logic_error("fused forward: no such variant");
     }
   }
 #ifdef HA_FAST_TIMING
