@@ -1183,7 +1183,10 @@ namespace fast {
 // were cheap to issue (load_chunk_rows): B=4 T=2048 0.176-0.179 ms; B=1 T=16384 0.472 ms, with the
 // state-warp y stores too 0.509 (before: 0.186 / 0.545 and 0.519; on an H200 the y stores had won
 // at B=1, 0.519 vs 0.534, while the loads cost ~20 integer instructions each).
-constexpr int kFwWalk = kFwTrim | kFwStateLoads, kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;
+constexpr int kFwWalk = kFwTrim | kFwStateLoads;
+#ifdef HA_FAST_TIMING
+constexpr int kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;  // (dev comparisons)
+#endif
 
 template <class T, int D, bool EX2, int V>
 void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, const float* part, cudaStream_t st) {
