@@ -33,13 +33,25 @@ export interface DecodeOptions {
   scale?: number;
 }
 
+/**
+ * The new tokens of a prefill or step, as the parallel form's inputs but laid out per call:
+ * `prefill` takes [B, heads, T0, dim]; `step` and `captureStep` take [N, heads, dim], the N
+ * tokens of all sequences in order (`tokensPerSeq` each, or split by `cuSeqlens`).
+ */
 export interface DecodeTokens {
+  /** [.., H, .., d], after RoPE at the tokens' positions. */
   q: Tensor;
+  /** [.., Hkv, .., d]. */
   k: Tensor;
+  /** [.., Hkv, .., dv]. */
   v: Tensor;
+  /** phi_q(q): [.., H, .., F]. */
   fq: Tensor;
+  /** phi_k(k) per q head: [.., H, .., F]. */
   fk: Tensor;
+  /** Per-head gamma, as for the parallel form. */
   gamma: Tensor | ArrayLike<number>;
+  /** Optional SSD keep mask per (batch, head). */
   keep?: Tensor | ArrayLike<number>;
 }
 
