@@ -517,12 +517,15 @@ static void fast_sweep(std::mt19937_64& rng) {
   for (auto& c : cs) fast_case(c, rng);
 #ifdef HA_FAST_TIMING
   // one segment per head: the fused kernel walks all chunks in one CTA (and the state walk too)
+  auto long_walk_cases = [&] {
+    for (DType dt : {DType::BF16, DType::F16}) {
+      fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt}, rng);
+      fast_case({1, 2, 2, 1000, 128, 128, 128, 32, 8, 4, 1, 0, 0, dt}, rng);
+      fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
+    }
+  };
   cuda_detail::g_fast_seg_mult = 0;
-  for (DType dt : {DType::BF16, DType::F16}) {
-    fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt}, rng);
-    fast_case({1, 2, 2, 1000, 128, 128, 128, 32, 8, 4, 1, 0, 0, dt}, rng);
-    fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
-  }
+  long_walk_cases();
   cuda_detail::g_fast_seg_mult = 4;
   // backward state walks with forced segments / sum-pass sub-segments (several chunks each)
   // (T 900: 14 walk steps; 3 segments of 6 chunks (P 2: sums over 3 chunks) / 3 segments of 6 (P 3: 2))
@@ -538,14 +541,14 @@ static void fast_sweep(std::mt19937_64& rng) {
   // fused forward with 3 segments per head whose starting states come from 3 sub-segment sums each
   cuda_detail::g_fast_fused_want = 3;
   cuda_detail::g_fast_sub_k = 3;
-  for (DType dt : {DType::BF16, DType::F16}) {
-    fast_case({1, 2, 1, 900, 128, 128, 128, 64, 8, 0, 0, 1, 1, dt}, rng);
-    fast_case({1, 2, 2, 1000, 128, 128, 128, 32, 8, 4, 1, 0, 0, dt}, rng);
-    fast_case({1, 2, 1, 700, 64, 64, 64, 64, 8, 3, 0, 0, 0, dt}, rng);
-  }
+  long_walk_cases();
   cuda_detail::g_fast_fused_want = 0;
   cuda_detail::g_fast_sub_k = 0;
 #endif
+  // B*H = 1: 19 segments, more than 16 segment sums: the forward's prefix pass and the backward's
+  // scan (own random stream: the cases above keep their inputs)
+  std::mt19937_64 rng19(19);
+  for (DType dt : {DType::BF16, DType::F16}) fast_case({1, 1, 1, 2400, 64, 64, 64, 64, 8, 0, 0, 0, 1, dt}, rng19);
   printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
   const char* dn[] = {"bf16", "f16"};
   for (int i = 0; i < 2; ++i)

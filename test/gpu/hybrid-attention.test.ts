@@ -122,13 +122,15 @@ describe.skipIf(!gpuAvailable)('CUDA hybrid attention vs the CPU f64 reference',
 // Shapes the tensor-core fast path takes (bf16/f16, d = dv = F in {64, 128}, modes hybrid, swa, la,
 // la-full, overlap, sliding w <= 64, terraced w <= 32 or 64): forward and backward both run there,
 // including GQA, the keep mask, affine lambda in every mode, T not a multiple of the 64-row chunk
-// and a length whose LA state walks run in several segments (B*H small).
+// and lengths whose LA state walks run in several segments (B*H small), up to more than 16.
 const fastShapes: (HybridCase & { window: number; geometry: WindowGeometry })[] = [
   { B: 1, H: 4, Hkv: 1, T: 390, d: 128, dv: 128, F: 128, seed: 201, window: 32, geometry: 'sliding', withKeep: true },
   { B: 2, H: 2, Hkv: 2, T: 130, d: 64, dv: 64, F: 64, seed: 202, window: 64, geometry: 'sliding' },
   { B: 1, H: 4, Hkv: 2, T: 301, d: 64, dv: 64, F: 64, seed: 203, window: 32, geometry: 'terraced', withKeep: true },
   { B: 1, H: 2, Hkv: 1, T: 1000, d: 64, dv: 64, F: 64, seed: 204, window: 64, geometry: 'sliding' },
   { B: 1, H: 2, Hkv: 2, T: 200, d: 128, dv: 128, F: 128, seed: 205, window: 64, geometry: 'terraced' },
+  // B*H = 1: 19 segments, so more than 16 segment sums: the forward's prefix pass and the backward's scan
+  { B: 1, H: 1, Hkv: 1, T: 2400, d: 64, dv: 64, F: 64, seed: 206, window: 64, geometry: 'sliding' },
 ];
 const fastModes: HybridMode[] = ['hybrid', 'swa', 'la', 'la-full', 'overlap'];
 
