@@ -455,8 +455,8 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
 // warps then update R while the attention warps run P V). The attention warps are the critical
 // path (issue/latency bound), so the shipped variant (V below) gives them less to do: S over the
 // 5 key tiles their rows can see, and every cp.async issued by the state warps. Sequence-parallel
-// segments when B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1},
-// the sum of its segment's sub-segment sums or a prefix over them (run_fused).
+// segments when B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1}:
+// it adds the sub-segment sums of the chunks before it, or reads their prefix (run_fused).
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
