@@ -18,7 +18,8 @@
 //        (two-kernel and fused forward variants timed side by side, extra fast cases walked in one
 //        segment and in 3 segments with 3 sub-segment sums each, --fused N: the forward the sweep
 //        uses, 0 two-kernel, 1 fused with expf, 2 the same with the bar.arrive handoff, 3 fused with
-//        ex2.approx, 10 + V the fused kernel's variant V, 99 = what non-dev builds run, the default)
+//        ex2.approx, 10 + V the fused kernel's variant V (16: the row-block kernel), 99 = what non-dev
+//        builds run, the default)
 //        and of the fast backward (the earlier state-walk segmentation timed beside the default; the
 //        sweep also checks forced walk segmentations; --bwd-bulk 0|1 and --bwd-stage-out 0|1: bulk
 //        state stores and staged output stores, default 1).
@@ -562,12 +563,12 @@ static void fast_sweep(std::mt19937_64& rng) {
 // ---------------- timing ----------------
 static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false, g_profile = false;
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p, g_bwd_order; } }
 #endif
 // --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx
 // (variant 0 = the previous fused kernel), 10 + V fused ex2.approx with variant bits V (1 trim, 2 state-warp
-// loads, 8 state-warp y stores; V in {0, 2, 3, 10, 11}), 99 = what non-dev builds run (V 3 with one
-// segment per head, V 11 with several; without the trim where the window frame does not hold), the default
+// loads, 8 state-warp y stores; V in {0, 2, 3, 10, 11}; V = 16: fused_blocks_kernel), 99 = what non-dev
+// builds run (V 16; V 2 where the window frame does not hold), the default
 [[maybe_unused]] static int g_fused_sel = 99;
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
@@ -622,7 +623,7 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
     // before/after in the same run: the two-kernel path (state walk + main kernel) and the fused kernel
     // (sub 0: the previous segment-sum pre-pass, one block per segment + scan; only differs where B*H < SMs)
-    const int sel[][2] = {{0, 1}, {3, 0}, {13, 0}, {13, 1}, {21, 1}, {99, 1}, {3, 0}, {99, 1}};
+    const int sel[][2] = {{13, 1}, {99, 1}, {13, 1}, {99, 1}};
     for (auto& fs : sel) {
       const int fused = fs[0];
       if (fs[1] == 0 && (int64_t)B * H >= 132) continue;
@@ -647,18 +648,20 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
 #ifdef HA_FAST_TIMING
   if (!g_no_bwd_time) {
-    // backward with the earlier state-walk segment rule (seg_mult 2), then the defaults; each with
+    // backward with every CTA's warps taking the row / key blocks in order (block order 0) and with
+    // co-resident CTAs in opposite orders (1, the default), twice; each with
     // its per-kernel breakdown
     const int db = cuda_detail::g_bwd_bulk, dso = cuda_detail::g_bwd_stage_out, dm = cuda_detail::g_bwd_seg_mult;
-    const int cfg[2][4] = {{1, 1, 2, 0}, {db, dso, dm, 0}};
+    const int cfg[4][5] = {{db, dso, dm, 0, 0}, {db, dso, dm, 0, 1}, {db, dso, dm, 0, 0}, {db, dso, dm, 0, 1}};
     for (auto& c3 : cfg) {
       cuda_detail::g_bwd_bulk = c3[0];
       cuda_detail::g_bwd_stage_out = c3[1];
       cuda_detail::g_bwd_seg_mult = c3[2];
       cuda_detail::g_bwd_sub_p = c3[3];
+      cuda_detail::g_bwd_order = c3[4];
       const float t = bench([&] { hybrid_attention_backward_cuda(gp, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d\n", dtype_name(dt), mode_name(mode), B, H,
-             T, w, t, c3[0], c3[1], c3[2], c3[3]);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d, block order %d\n", dtype_name(dt), mode_name(mode), B, H,
+             T, w, t, c3[0], c3[1], c3[2], c3[3], c3[4]);
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_backward_cuda(gp, st);
       cuda_detail::g_fast_timing = 0;
@@ -667,6 +670,7 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cuda_detail::g_bwd_stage_out = dso;
     cuda_detail::g_bwd_seg_mult = dm;
     cuda_detail::g_bwd_sub_p = 0;
+    cuda_detail::g_bwd_order = 1;
   }
 #endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)

@@ -83,13 +83,14 @@ __device__ __forceinline__ void load_rows(T* dst, const T* src, int r0, int nrow
 // rows in range (every chunk but the first and the last) skip the per-row checks. load_rows'
 // flat index arithmetic cost ~20 instructions per cp.async there: 28% of the fused kernel's
 // issued instructions (H100, ncu); with this, 0.186 -> 0.177 ms at B=4 T=2048.
-template <class T, int D, int NTHR>
+// ROWS < kC: a part of a chunk (a warp's 16 rows).
+template <class T, int D, int NTHR, int ROWS = kC>
 __device__ __forceinline__ void load_chunk_rows(T* dst, const T* src, int r0, int T_, int tid) {
-  constexpr int CPR = D / 8, STEP = NTHR / CPR, ITER = kC / STEP;
-  static_assert(NTHR % CPR == 0 && kC % STEP == 0, "thread count must tile the chunk");
+  constexpr int CPR = D / 8, STEP = NTHR / CPR, ITER = ROWS / STEP;
+  static_assert(NTHR % CPR == 0 && ROWS % STEP == 0, "thread count must tile the rows");
   const int rr = tid / CPR, cc = tid - rr * CPR;
   const uint32_t d = smem_u32(dst + rr * (D + 8) + cc * 8);
-  if (r0 >= 0 && r0 + kC <= T_) {
+  if (r0 >= 0 && r0 + ROWS <= T_) {
     const T* s = src + (int64_t)(r0 + rr) * D + cc * 8;
 #pragma unroll
     for (int k = 0; k < ITER; ++k) cp_async16_full(d + (uint32_t)(k * STEP * (D + 8) * sizeof(T)), s + (int64_t)k * STEP * D);
@@ -151,6 +152,29 @@ inline int sm_count() {
       sms = 132;
   }
   return sms;
+}
+
+// Named barriers (id 0 is __syncthreads): bar.sync waits for n threads of the CTA (a multiple of
+// 32); bar.arrive counts towards n without waiting (the producer side of a handoff).
+__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+// The 16-row (or 16-key) block warp w (of 4) of a CTA takes. A CTA's warp w runs on SM partition
+// w % 4, and the blocks' work is uneven (the LA tiles lie on one side of the diagonal), so two
+// co-resident CTAs (two per SM) balance the partitions if one takes the blocks in reverse order:
+// the parity of the CTA's warp slots (%warpid / 4, read once per CTA and shared through `slot`,
+// a __shared__ int; needs a __syncthreads before use) picks it. Any order gives the same result.
+__device__ __forceinline__ int warp_slot() {
+  int r;
+  asm volatile("mov.u32 %0, %%warpid;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void publish_block_order(int* slot, bool on) {
+  if (threadIdx.x == 0) *slot = on ? (warp_slot() >> 2) & 1 : 0;
+}
+__device__ __forceinline__ int block_of_warp(const int* slot) {
+  const int w = threadIdx.x >> 5;
+  return *slot ? 3 - w : w;
 }
 
 // 2^x by the MUFU unit (one instruction; expf is ~8): softmax weights are taken as

@@ -17,9 +17,10 @@
 //        O = (coef_w P + A) V + FQ R_c;  den_swa = gamma_eff sum P, den_la = lambda (sum A + fq.z);
 //        y = lambda-scaled O / (den_swa + den_la) (0 where the denominator is not > 0).
 //      Statistics are written exactly as the generic path writes them.
-// Modes with an LA branch run both steps fused in one kernel instead (fused_fwd_kernel below: the
-// state stays on chip, R_c never goes to HBM) where the card has the shared memory (sm_90: 227 KB);
-// swa and cards with less shared memory run the two kernels.
+// Modes with an LA branch run both steps fused in one kernel instead (the state stays on chip, R_c
+// never goes to HBM) where the card has the shared memory (sm_90: 227 KB): fused_blocks_kernel
+// (ha_fused_blocks.cuh) where the 5-tile frame holds, fused_fwd_kernel below elsewhere (terraced
+// w = 64); swa and cards with less shared memory run the two kernels.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -27,6 +28,7 @@
 
 #include "ops/hybrid_attention/ha_common.cuh"
 #include "ops/hybrid_attention/ha_fast_mma.cuh"
+#include "ops/hybrid_attention/ha_fused_blocks.cuh"
 
 namespace ha {
 namespace cuda_detail {
@@ -457,8 +459,6 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
 // 5 key tiles their rows can see, and every cp.async issued by the state warps. Sequence-parallel
 // segments when B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1}:
 // it adds the sub-segment sums of the chunks before it, or reads their prefix (run_fused).
-__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
 template <class T, int D>
 constexpr size_t fused_smem_bytes() {
@@ -479,6 +479,9 @@ constexpr size_t fused_smem_bytes() {
 //     in X (as bf16) and the state warps copy them out after the next barrier (the last chunk's
 //     after the walk), before their FQ R_{c+1} overwrites X.
 constexpr int kFwTrim = 1, kFwStateLoads = 2, kFwStateStores = 8;
+//   kFwBlocks: fused_blocks_kernel (ha_fused_blocks.cuh: row-block states, early loads) where the
+//     trim frame holds; elsewhere kFwWalk without the trim.
+constexpr int kFwBlocks = 16;
 template <class T, int D, bool EX2, int V = 0>
 __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int nent, int kk, int arrive,
                                                            const float* __restrict__ part) {
@@ -1177,16 +1180,26 @@ int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fuse
 namespace fast {
 #endif
 
-// The variant non-dev builds run (see fused_fwd_kernel; dev builds: --fused 10+V forces V in
-// {0, 2, 3, 10, 11}, --fused 99 is this choice): trim + state-warp loads (kFwWalk), without the trim
-// where the window frame does not hold. H100 harness, bf16, H=32, d=F=dv=128, w=64, once the loads
-// were cheap to issue (load_chunk_rows): B=4 T=2048 0.176-0.179 ms; B=1 T=16384 0.472 ms, with the
-// state-warp y stores too 0.509 (before: 0.186 / 0.545 and 0.519; on an H200 the y stores had won
-// at B=1, 0.519 vs 0.534, while the loads cost ~20 integer instructions each).
+// The variant non-dev builds run (dev builds: --fused 10+V forces V in {0, 2, 3, 10, 11, 16},
+// --fused 99 is this choice): kFwBlocks, and where the window frame does not hold fused_fwd_kernel
+// with state-warp loads and no trim. H200 harness, bf16, H=32, d=F=dv=128, w=64, side by side:
+// B=4 T=2048 fused kernel 0.177-0.179 ms (kFwWalk, the previous choice) -> 0.163-0.164 ms
+// (kFwBlocks); B=1 T=16384 0.350-0.354 -> 0.316-0.321 ms (forward 0.442 -> 0.403-0.406 ms).
+// Earlier, H100: kFwWalk 0.176-0.179 / 0.472 ms once the loads were cheap to issue
+// (load_chunk_rows); with the state-warp y stores too 0.509 ms at B=1.
 constexpr int kFwWalk = kFwTrim | kFwStateLoads;
 #ifdef HA_FAST_TIMING
 constexpr int kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;  // (dev comparisons)
 #endif
+
+template <class T, int D>
+void launch_fused_blocks(const KP& p, int G, int nseg, int nent, int kk, const float* part, cudaStream_t st) {
+  constexpr size_t smem = fused_blocks_smem_bytes<T, D>();
+  check(cudaFuncSetAttribute(fused_blocks_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+        "fused fwd smem");
+  fused_blocks_kernel<T, D><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, nent, kk, part);
+  check_launch("fused_fwd_blocks");
+}
 
 template <class T, int D, bool EX2, int V>
 void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, const float* part, cudaStream_t st) {
@@ -1208,9 +1221,9 @@ void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, co
 template <class T, int D>
 bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
-  constexpr size_t smem = fused_smem_bytes<T, D>();
+  constexpr size_t smem = std::max(fused_smem_bytes<T, D>(), fused_blocks_smem_bytes<T, D>());
   if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
-  int want = 0, variant = kFwWalk, subs = 1;
+  int want = 0, variant = kFwBlocks, subs = 1;
   [[maybe_unused]] int arrive = 0;
   bool ex2 = true;
 #ifdef HA_FAST_TIMING
@@ -1244,7 +1257,7 @@ bool run_fused(const KP& p, cudaStream_t st) {
     }
   }
   // the 5-tile window frame holds for sliding windows and terraced ones with w <= 32
-  if (!(p.geom == 0 || p.w <= kC / 2)) variant &= ~kFwTrim;
+  if (!(p.geom == 0 || p.w <= kC / 2)) variant = (variant & kFwBlocks) ? kFwWalk & ~kFwTrim : variant & ~kFwTrim;
   cudaEvent_t ev[3] = {};
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
@@ -1285,9 +1298,10 @@ bool run_fused(const KP& p, cudaStream_t st) {
 #ifdef HA_FAST_TIMING
       case 0: launch_fused<T, D, true, 0>(p, G, nseg, nent, kk, arrive, part, st); break;  // the previous kernel
 #endif
-      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, nent, kk, 0, part, st); break;
+      case kFwBlocks: launch_fused_blocks<T, D>(p, G, nseg, nent, kk, part, st); break;
       case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
 #ifdef HA_FAST_TIMING
+      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, nent, kk, 0, part, st); break;  // the previous shipped variant
       case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, nent, kk, 0, part, st); break;
       case kFwSegmented & ~kFwTrim: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
 #endif
