@@ -10,16 +10,14 @@
 // Run:   ./build-dev/hybrid_attention_check [--small] [--no-time] [--fast] [--fast-only] [--fixtures DIR]
 //        --fast: also run the fast-path sweep (forward and backward through the fast path and
 //        through the generic path on the same inputs, all against the f64 reference); --fast-only:
-//        only that sweep (plus timing unless --no-time); --fast-small: three small fast-path cases
+//        only that sweep (plus timing unless --no-time); --fast-small: five small fast-path cases
 //        (for compute-sanitizer, with --no-time); --time-generic: also time the generic forward;
 //        --profile: one forward and backward at each target shape, no timing (for ncu);
 //        --no-bwd-time: skip backward timing; --time-main: time only the two bf16 hybrid target
 //        shapes. Build with -DHA_FAST_TIMING for a per-kernel breakdown of the fast forward
-//        (two-kernel and fused forward variants timed side by side, extra fast cases walked in one
-//        segment and in 3 segments with 3 sub-segment sums each, --fused N: the forward the sweep
-//        uses, 0 two-kernel, 1 fused with expf, 2 the same with the bar.arrive handoff, 3 fused with
-//        ex2.approx, 10 + V the fused kernel's variant V (16: the row-block kernel), 99 = what non-dev
-//        builds run, the default)
+//        (two-kernel and fused forward timed side by side, extra fast cases walked in one segment
+//        and in 3 segments with 3 sub-segment sums each, --fused N: the forward the sweep uses, 0
+//        the two-kernel path, 1 what non-dev builds run, the default)
 //        and of the fast backward (the earlier state-walk segmentation timed beside the default; the
 //        sweep also checks forced walk segmentations; --bwd-bulk 0|1 and --bwd-stage-out 0|1: bulk
 //        state stores and staged output stores, default 1).
@@ -486,13 +484,16 @@ static void fast_case(const Cfg& c, std::mt19937_64& rng) {
   printf("%s%s B%d H%d/%d T%d d%d w%d %-7s %s %s keep%d %-4s |%s\n", ok ? "ok  " : "FAIL", took && tookb ? "" : "(declined)", B, H, c.Hkv, T, c.d,
          c.w, mode_name(c.mode), c.geom ? "terr" : "slid", c.affine ? "aff" : "one", c.keep, dtype_name(c.dt), buf);
 }
-static bool g_fast_small = false;  // --fast-small: three small fast-path cases (for compute-sanitizer)
+static bool g_fast_small = false;  // --fast-small: five small fast-path cases (for compute-sanitizer)
 static void fast_sweep(std::mt19937_64& rng) {
   std::vector<Cfg> cs;
   if (g_fast_small) {
     cs.push_back({1, 2, 1, 200, 64, 64, 64, 64, 8, 0, 0, 1, 1, DType::BF16});
     cs.push_back({1, 2, 2, 200, 64, 64, 64, 32, 8, 4, 1, 0, 0, DType::F16});
     cs.push_back({1, 2, 1, 200, 64, 64, 64, 64, 8, 3, 0, 1, 0, DType::F16});
+    // terraced w = 64: the fused forward without the 5-tile frame
+    cs.push_back({1, 2, 1, 200, 64, 64, 64, 64, 8, 0, 1, 1, 1, DType::BF16});
+    cs.push_back({1, 2, 2, 200, 64, 64, 64, 64, 8, 4, 1, 0, 0, DType::F16});
     for (auto& c : cs) fast_case(c, rng);
     printf("\nFAST SWEEP (small): %d cases, %d failures\n", g_fast_cases, g_fast_fail);
     return;
@@ -563,13 +564,11 @@ static void fast_sweep(std::mt19937_64& rng) {
 // ---------------- timing ----------------
 static bool g_time_generic = false, g_no_bwd_time = false, g_time_main = false, g_profile = false;
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p, g_bwd_order; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_bwd_bulk, g_bwd_stage_out, g_bwd_seg_mult, g_bwd_nseg, g_bwd_sub_p; } }
 #endif
-// --fused N (HA_FAST_TIMING builds): 0 two-kernel, 1 fused expf, 2 + bar.arrive handoff, 3 fused ex2.approx
-// (variant 0 = the previous fused kernel), 10 + V fused ex2.approx with variant bits V (1 trim, 2 state-warp
-// loads, 8 state-warp y stores; V in {0, 2, 3, 10, 11}; V = 16: fused_blocks_kernel), 99 = what non-dev
-// builds run (V 16; V 2 where the window frame does not hold), the default
-[[maybe_unused]] static int g_fused_sel = 99;
+// --fused N (HA_FAST_TIMING builds): 0 the two-kernel forward also where the fused kernel applies, 1 (the default) what
+// non-dev builds run
+[[maybe_unused]] static int g_fused_sel = 1;
 static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   const int d = 128, DV = 128, F = 128;
   size_t nq = (size_t)B * H * T * d, nr = (size_t)B * H * T;
@@ -621,21 +620,16 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cudaMemPool_t pool; CK(cudaDeviceGetDefaultMemPool(&pool, 0));
     uint64_t thr = UINT64_MAX, zero = 0;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
-    // before/after in the same run: the two-kernel path (state walk + main kernel) and the fused kernel
-    // (sub 0: the previous segment-sum pre-pass, one block per segment + scan; only differs where B*H < SMs)
-    const int sel[][2] = {{13, 1}, {99, 1}, {13, 1}, {99, 1}};
+    // side by side in the same run, twice: the two-kernel path (state walk + main kernel) and the fused kernel
+    const int sel[][2] = {{0, 1}, {1, 1}, {0, 1}, {1, 1}};
     for (auto& fs : sel) {
       const int fused = fs[0];
       if (fs[1] == 0 && (int64_t)B * H >= 132) continue;
       cuda_detail::g_fast_fused = fused;
       cuda_detail::g_fast_sub = fs[1];
       float tr = bench([&] { hybrid_attention_forward_cuda(p, st); });
-      char vn[32];
-      if (fused >= 99) snprintf(vn, sizeof vn, "auto");
-      else snprintf(vn, sizeof vn, "%d", fused >= 10 ? fused - 10 : 0);
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s, variant %s, sum blocks %s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
-             fused == 0 ? "two-kernel" : fused == 1 ? "fused, expf" : fused == 2 ? "fused, expf, bar.arrive handoff" : "fused (ex2.approx)",
-             vn, fs[1] ? "per sub-segment" : "per segment");
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s, sum blocks %s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
+             fused == 0 ? "two-kernel" : "fused", fs[1] ? "per sub-segment" : "per segment");
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_forward_cuda(p, st);
       cuda_detail::g_fast_timing = 0;
@@ -648,20 +642,18 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
   float tb = g_no_bwd_time ? 0.f : bench([&] { hybrid_attention_backward_cuda(gp, st); });
 #ifdef HA_FAST_TIMING
   if (!g_no_bwd_time) {
-    // backward with every CTA's warps taking the row / key blocks in order (block order 0) and with
-    // co-resident CTAs in opposite orders (1, the default), twice; each with
+    // backward with the earlier state-walk segment rule (seg_mult 2), then the defaults; each with
     // its per-kernel breakdown
     const int db = cuda_detail::g_bwd_bulk, dso = cuda_detail::g_bwd_stage_out, dm = cuda_detail::g_bwd_seg_mult;
-    const int cfg[4][5] = {{db, dso, dm, 0, 0}, {db, dso, dm, 0, 1}, {db, dso, dm, 0, 0}, {db, dso, dm, 0, 1}};
+    const int cfg[2][4] = {{1, 1, 2, 0}, {db, dso, dm, 0}};
     for (auto& c3 : cfg) {
       cuda_detail::g_bwd_bulk = c3[0];
       cuda_detail::g_bwd_stage_out = c3[1];
       cuda_detail::g_bwd_seg_mult = c3[2];
       cuda_detail::g_bwd_sub_p = c3[3];
-      cuda_detail::g_bwd_order = c3[4];
       const float t = bench([&] { hybrid_attention_backward_cuda(gp, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d, block order %d\n", dtype_name(dt), mode_name(mode), B, H,
-             T, w, t, c3[0], c3[1], c3[2], c3[3], c3[4]);
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: bwd %.3f ms with bulk %d, stage_out %d, seg_mult %d, sub_p %d\n", dtype_name(dt), mode_name(mode), B, H,
+             T, w, t, c3[0], c3[1], c3[2], c3[3]);
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_backward_cuda(gp, st);
       cuda_detail::g_fast_timing = 0;
@@ -670,7 +662,6 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     cuda_detail::g_bwd_stage_out = dso;
     cuda_detail::g_bwd_seg_mult = dm;
     cuda_detail::g_bwd_sub_p = 0;
-    cuda_detail::g_bwd_order = 1;
   }
 #endif
   // model FLOPs: window QK^T + PV over w keys, LA fq.S + state update fk v^T (+ intra-chunk)

@@ -159,24 +159,6 @@ inline int sm_count() {
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
-// The 16-row (or 16-key) block warp w (of 4) of a CTA takes. A CTA's warp w runs on SM partition
-// w % 4, and the blocks' work is uneven (the LA tiles lie on one side of the diagonal), so two
-// co-resident CTAs (two per SM) balance the partitions if one takes the blocks in reverse order:
-// the parity of the CTA's warp slots (%warpid / 4, read once per CTA and shared through `slot`,
-// a __shared__ int; needs a __syncthreads before use) picks it. Any order gives the same result.
-__device__ __forceinline__ int warp_slot() {
-  int r;
-  asm volatile("mov.u32 %0, %%warpid;" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void publish_block_order(int* slot, bool on) {
-  if (threadIdx.x == 0) *slot = on ? (warp_slot() >> 2) & 1 : 0;
-}
-__device__ __forceinline__ int block_of_warp(const int* slot) {
-  const int w = threadIdx.x >> 5;
-  return *slot ? 3 - w : w;
-}
-
 // 2^x by the MUFU unit (one instruction; expf is ~8): softmax weights are taken as
 // ex2(s log2 e - c log2 e), forward and backward alike
 __device__ __forceinline__ float ex2_approx(float x) {

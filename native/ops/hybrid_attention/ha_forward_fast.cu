@@ -17,10 +17,9 @@
 //        O = (coef_w P + A) V + FQ R_c;  den_swa = gamma_eff sum P, den_la = lambda (sum A + fq.z);
 //        y = lambda-scaled O / (den_swa + den_la) (0 where the denominator is not > 0).
 //      Statistics are written exactly as the generic path writes them.
-// Modes with an LA branch run both steps fused in one kernel instead (the state stays on chip, R_c
-// never goes to HBM) where the card has the shared memory (sm_90: 227 KB): fused_blocks_kernel
-// (ha_fused_blocks.cuh) where the 5-tile frame holds, fused_fwd_kernel below elsewhere (terraced
-// w = 64); swa and cards with less shared memory run the two kernels.
+// Modes with an LA branch run both steps fused in one kernel instead (fused_fwd_kernel,
+// ha_forward_fused.cuh: the state stays on chip, R_c never goes to HBM) where the card has the
+// shared memory (sm_90: 227 KB); swa and cards with less shared memory run the two kernels.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -28,7 +27,7 @@
 
 #include "ops/hybrid_attention/ha_common.cuh"
 #include "ops/hybrid_attention/ha_fast_mma.cuh"
-#include "ops/hybrid_attention/ha_fused_blocks.cuh"
+#include "ops/hybrid_attention/ha_forward_fused.cuh"
 
 namespace ha {
 namespace cuda_detail {
@@ -441,608 +440,12 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
   }
 }
 
-// ------------------------------------------------------------------------------------------
-// Fused forward (Hopper-sized shared memory, one CTA per SM): the state walk runs inside the
-// attention kernel, so R_c never goes to HBM. grid (segments, B*H), 256 threads:
-//   warps 0-3 (attention): rows 64c + 16w + [0, 16) of chunk c, exactly as fast_fwd_kernel's steps
-//     1-3 and 5 (window S/P, intra-chunk A, (coef P + A) V, normalise and write);
-//   warps 4-7 (state): hold R^T (dv x F, fp32) in registers, warp s owning dv columns
-//     [sD/4, (s+1)D/4). The accumulator layout of R^T = V^T FK is the mma B-fragment layout of
-//     R, so FQ R_c is computed straight from the registers (rounded to bf16 as the two-kernel
-//     path stores R_c) into X (fp32, chunk rows x dv), and fq . z_c (fp32, SIMT) into xden; then
-//     R_{c+1} = R_c + FK_{c-1}^T V_{c-1} and z_{c+1} = z_c + sum fk from the tiles already here.
-// Each input row is loaded once per CTA: K/V/FK live in a 3-slot ring (chunks c-1, c, and c+1 in
-// flight), Q/FQ in one slot each, reloaded for c+1 as soon as both roles are done with them
-// (named barrier 1, after the attention warps' S and A and the state warps' FQ R_c; the state
-// warps then update R while the attention warps run P V). The attention warps are the critical
-// path (issue/latency bound), so the shipped variant (V below) gives them less to do: S over the
-// 5 key tiles their rows can see, and every cp.async issued by the state warps. Sequence-parallel
-// segments when B*H is below the SM count: CTA s > 0 walks chunks [sG+1, (s+1)G+1) from R_{sG+1}:
-// it adds the sub-segment sums of the chunks before it, or reads their prefix (run_fused).
-
-template <class T, int D>
-constexpr size_t fused_smem_bytes() {
-  // 3-slot K, V, FK rings + Q + FQ (16-bit, row stride D + 8), X (fp32, stride D + 8), xden, z x 2
-  return sizeof(T) * 11 * kC * (D + 8) + sizeof(float) * ((size_t)kC * (D + 8) + kC + 2 * D);
-}
-
-// EX2: P = 2^(x log2 e - c log2 e) (ex2.approx: one FFMA + MUFU) instead of the accurate expf
-// (~8 instructions; the attention warps are issue-bound). Non-dev builds use EX2 = true only.
-// `arrive` (dev builds only) lets the state warps bar.arrive instead of bar.sync at barrier 1.
-// V (variant bits; dev builds time them side by side; run_fused says which run where):
-//   kFwTrim: the attention warps work in a frame of 16-key tiles relative to their rows: warp w's
-//     window keys lie in tiles [w, w+4] of the 128 keys of chunks c-1|c (sliding windows, and
-//     terraced ones with w <= 32), so S is 5 tiles instead of 8 and A / P V skip the tiles left of
-//     the LA range; chunk -1 is zero-filled so no tile needs a chunk-0 special case.
-//   kFwStateLoads: the state warps issue every cp.async of the walk (the attention warps issue none).
-//   kFwStateStores (dev builds only; slower once the loads were cheap): the state warps also write y: the attention warps leave chunk c's normalised rows
-//     in X (as bf16) and the state warps copy them out after the next barrier (the last chunk's
-//     after the walk), before their FQ R_{c+1} overwrites X.
-constexpr int kFwTrim = 1, kFwStateLoads = 2, kFwStateStores = 8;
-//   kFwBlocks: fused_blocks_kernel (ha_fused_blocks.cuh: row-block states, early loads) where the
-//     trim frame holds; elsewhere kFwWalk without the trim.
-constexpr int kFwBlocks = 16;
-template <class T, int D, bool EX2, int V = 0>
-__global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int nent, int kk, int arrive,
-                                                           const float* __restrict__ part) {
-  constexpr bool TRIM = (V & kFwTrim) != 0, SLOAD = (V & kFwStateLoads) != 0, SSTORE = (V & kFwStateStores) != 0;
-  constexpr int LDS = D + 8, TILE = kC * LDS, NT = 2 * kC / 8, ND = D / 8, KS = D / 16;
-  constexpr int XLD = D + 8;    // fp32 row stride of X: float2 accesses of a half-warp hit 32 banks
-  constexpr int SMT = D / 64;   // state warp: m-tiles (16 dv columns) of R^T
-  constexpr int SNO = D / 32;   // state warp: 8-column n-tiles of FQ R
-  extern __shared__ __align__(16) unsigned char smraw[];
-  T* Ks = reinterpret_cast<T*>(smraw);
-  T* Vs = Ks + 3 * TILE;
-  T* FKs = Vs + 3 * TILE;
-  T* Qs = FKs + 3 * TILE;
-  T* FQs = Qs + TILE;
-  float* X = reinterpret_cast<float*>(FQs + TILE);
-  float* xden = X + kC * XLD;
-  float* zs = xden + kC;
-  const int s = blockIdx.x, bh = blockIdx.y;
-  const int b = bh / p.H, h = bh % p.H, hk = h / p.group;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int T_ = p.T;
-  const int nch = (T_ + kC - 1) / kC;
-  const int lo = s == 0 ? 0 : s * G + 1, hi = s == nseg - 1 ? nch : (s + 1) * G + 1;
-  const T* q = (const T*)p.q + (int64_t)bh * T_ * D;
-  const T* k = (const T*)p.k + ((int64_t)b * p.Hkv + hk) * T_ * D;
-  const T* v = (const T*)p.v + ((int64_t)b * p.Hkv + hk) * T_ * D;
-  const T* fq = (const T*)p.fq + (int64_t)bh * T_ * D;
-  const T* fk = (const T*)p.fk + (int64_t)bh * T_ * D;
-  T* y = (T*)p.y + (int64_t)bh * T_ * D;
-
-  const float gw = coef_win(p, b, h), gl = coef_la(p, h);
-  const bool win = mode_has_window(p.mode) && gw > 0.f;
-  const bool la = mode_has_la(p.mode) && gl != 0.f;
-  auto slot = [](int m) { return (m + 3) % 3; };  // ring slot of chunk m >= -1
-  // loads of chunk m by the threads i0 of `nthr` (a compile-time count: All or Half)
-  using All = std::integral_constant<int, 256>;
-  using Half = std::integral_constant<int, 128>;
-  auto load_kvf = [&](int m, int i0, auto nthr) {
-    constexpr int N = decltype(nthr)::value;
-    const int o = slot(m) * TILE;
-    if (win) load_chunk_rows<T, D, N>(Ks + o, k, m * kC, T_, i0);
-    load_chunk_rows<T, D, N>(Vs + o, v, m * kC, T_, i0);
-    load_chunk_rows<T, D, N>(FKs + o, fk, m * kC, T_, i0);
-  };
-  auto load_qf = [&](int m, int i0, auto nthr) {
-    constexpr int N = decltype(nthr)::value;
-    if (win) load_chunk_rows<T, D, N>(Qs, q, m * kC, T_, i0);
-    load_chunk_rows<T, D, N>(FQs, fq, m * kC, T_, i0);
-  };
-  // chunk m's normalised rows, left in X as 16-bit values (row stride 2 XLD) by the attention warps -> y
-  auto store_y = [&](int m, int i0, int n) {
-    constexpr int CPR = D / 8;
-    const T* Os = reinterpret_cast<const T*>(X);
-    for (int i = i0; i < kC * CPR; i += n) {
-      const int r = i / CPR, cc = i - r * CPR, gr = m * kC + r;
-      if (gr < T_) *reinterpret_cast<uint4*>(y + (int64_t)gr * D + cc * 8) = *reinterpret_cast<const uint4*>(Os + r * 2 * XLD + cc * 8);
-    }
-  };
-  if (lo >= 1 || TRIM) load_kvf(lo - 1, tid, All{});  // (TRIM: chunk -1 = zeros)
-  load_kvf(lo, tid, All{});
-  load_qf(lo, tid, All{});
-  cp_commit();
-
-  if (warp < 4) {
-    // ================= attention warps =================
-    const float cw = la ? gw / gl : gw;  // P enters with gamma_eff / lambda when LA is on
-    const float oscale = la ? gl : 1.f;
-    for (int c = lo; c < hi; ++c) {
-      cp_wait<0>();
-      __syncthreads();  // chunk c landed; everyone is done with chunk c-1 (slot c-2 and X are free)
-      if (!SLOAD && c + 1 < hi) load_kvf(c + 1, tid, All{});
-      cp_commit();
-      const int row0 = c * kC, key0 = row0 - kC;
-      const int rlast = min(T_, row0 + kC) - 1;
-      bool s_act[2], a_act[2], v_act[2];
-      s_act[0] = win && c > 0 && win_lo(p, row0) < row0;
-      s_act[1] = win;
-      a_act[0] = la && c > 0 && la_end(p, rlast) > key0;
-      a_act[1] = la && la_end(p, rlast) > row0;
-      v_act[0] = s_act[0] || a_act[0];
-      v_act[1] = s_act[1] || a_act[1];
-      const bool la_any = a_act[0] || a_act[1];
-      const T* Kh[2] = {Ks + slot(c - 1) * TILE, Ks + slot(c) * TILE};
-      const T* Vh[2] = {Vs + slot(c - 1) * TILE, Vs + slot(c) * TILE};
-      const T* Fh[2] = {FKs + slot(c - 1) * TILE, FKs + slot(c) * TILE};
-      const int na = row0 + warp * 16 + g, nb = na + 8;
-      const bool va = na < T_, vb = nb < T_;
-
-      float pc[NT][4];
-#pragma unroll
-      for (int i = 0; i < NT; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
-      float mx_a = 0.f, mx_b = 0.f, sw_a = 0.f, sw_b = 0.f, sl_a = 0.f, sl_b = 0.f;
-      // rows of this warp: 16-key tile kt (0..7 over chunks c-1 | c) of keys key0 + 16 kt + [0, 16);
-      // TRIM keeps the P / A accumulators of tile kt = warp + i in pc[2 (i + 3)], i in [-3, 4]
-      auto ktile = [&](const T* const (&hb)[2], int kt) { return (kt < 4 ? hb[0] : hb[1]) + (kt & 3) * 16 * LDS; };
-      const int le_rel = la ? la_end(p, row0 + warp * 16 + 15) - key0 : INT_MIN;  // A keys of the warp: kl < le_rel
-      if constexpr (TRIM) {
-        // ---- 1. window: S = Q K^T over tiles warp .. warp+4, mask, row max, P = exp(S - c)
-        if (win) {
-          const T* Qw = Qs + warp * 16 * LDS;
-#pragma unroll
-          for (int ks = 0; ks < KS; ++ks) {
-            uint32_t qa[4];
-            ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
-#pragma unroll
-            for (int i = 0; i < 5; ++i) {
-              uint32_t kf[4];
-              ldsm_x4(kf, smem_u32(ktile(Kh, warp + i) + ((lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-              mma16816<T>(pc[(i + 3) * 2], qa, kf[0], kf[1]);
-              mma16816<T>(pc[(i + 3) * 2 + 1], qa, kf[2], kf[3]);
-            }
-          }
-          const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
-          const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
-          float ma = -INFINITY, mb = -INFINITY;
-#pragma unroll
-          for (int nt = 6; nt < NT; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int j = key0 + (warp - 3) * 16 + nt * 8 + 2 * t + e;
-              float x = pc[nt][e] * p.scale;
-              x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
-              pc[nt][e] = x;
-              ma = fmaxf(ma, x);
-              float z = pc[nt][2 + e] * p.scale;
-              z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
-              pc[nt][2 + e] = z;
-              mb = fmaxf(mb, z);
-            }
-          }
-          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
-          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
-          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
-          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
-          mx_a = ma == -INFINITY ? 0.f : ma;
-          mx_b = mb == -INFINITY ? 0.f : mb;
-          constexpr float kL2E = 1.4426950408889634f;
-          const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
-#pragma unroll
-          for (int nt = 6; nt < NT; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float pa, pb;
-              if constexpr (EX2) {
-                pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
-                pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
-              } else {
-                pa = expf(pc[nt][e] - mx_a);
-                pb = expf(pc[nt][2 + e] - mx_b);
-              }
-              sw_a += pa;
-              sw_b += pb;
-              pc[nt][e] = cw * pa;
-              pc[nt][2 + e] = cw * pb;
-            }
-          }
-          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
-          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
-          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
-          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
-        }
-        // ---- 2. LA inside chunks c-1, c: A = FQ FK^T over the tiles left of le_rel, masked to j < la_end(n)
-        if (le_rel > 0) {
-          const T* FQw = FQs + warp * 16 * LDS;
-          const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
-          uint32_t fa[KS][4];
-#pragma unroll
-          for (int ks = 0; ks < KS; ++ks) ldsm_x4(fa[ks], smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
-#pragma unroll
-          for (int i = -3; i <= 4; ++i) {
-            const int kt = warp + i;
-            if (kt < 0 || kt * 16 >= le_rel) continue;  // warp-uniform
-            float a0[4] = {0.f, 0.f, 0.f, 0.f}, a1[4] = {0.f, 0.f, 0.f, 0.f};
-            const T* fb = ktile(Fh, kt) + ((lane & 7) + (lane >> 4) * 8) * LDS + ((lane >> 3) & 1) * 8;
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks) {
-              uint32_t kf[4];
-              ldsm_x4(kf, smem_u32(fb + ks * 16));
-              mma16816<T>(a0, fa[ks], kf[0], kf[1]);
-              mma16816<T>(a1, fa[ks], kf[2], kf[3]);
-            }
-            const int n0 = (i + 3) * 2;
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int j0 = key0 + kt * 16 + 2 * t + e, j1 = j0 + 8;
-              const float x0 = j0 < le_a ? a0[e] : 0.f, y0 = j0 < le_b ? a0[2 + e] : 0.f;
-              const float x1 = j1 < le_a ? a1[e] : 0.f, y1 = j1 < le_b ? a1[2 + e] : 0.f;
-              sl_a += x0 + x1;
-              sl_b += y0 + y1;
-              pc[n0][e] += x0;
-              pc[n0][2 + e] += y0;
-              pc[n0 + 1][e] += x1;
-              pc[n0 + 1][2 + e] += y1;
-            }
-          }
-          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
-          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
-          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
-          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
-        }
-      } else {
-        // ---- 1. window: S = Q K^T, mask, row max, P = exp(S - c)
-        if (win) {
-          const T* Qw = Qs + warp * 16 * LDS;
-#pragma unroll
-          for (int ks = 0; ks < KS; ++ks) {
-            uint32_t qa[4];
-            ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-              if (!s_act[hh]) continue;
-#pragma unroll
-              for (int np = 0; np < 4; ++np) {
-                uint32_t kf[4];
-                ldsm_x4(kf, smem_u32(Kh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-                mma16816<T>(pc[hh * 8 + np * 2], qa, kf[0], kf[1]);
-                mma16816<T>(pc[hh * 8 + np * 2 + 1], qa, kf[2], kf[3]);
-              }
-            }
-          }
-          const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
-          const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
-          float ma = -INFINITY, mb = -INFINITY;
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            if (!s_act[nt / 8]) continue;
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int j = key0 + nt * 8 + 2 * t + e;
-              float x = pc[nt][e] * p.scale;
-              x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
-              pc[nt][e] = x;
-              ma = fmaxf(ma, x);
-              float z = pc[nt][2 + e] * p.scale;
-              z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
-              pc[nt][2 + e] = z;
-              mb = fmaxf(mb, z);
-            }
-          }
-          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
-          ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
-          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
-          mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
-          mx_a = ma == -INFINITY ? 0.f : ma;
-          mx_b = mb == -INFINITY ? 0.f : mb;
-          constexpr float kL2E = 1.4426950408889634f;
-          const float ma2 = mx_a * kL2E, mb2 = mx_b * kL2E;
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            if (!s_act[nt / 8]) continue;
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float pa, pb;
-              if constexpr (EX2) {
-                pa = ex2_approx(fmaf(pc[nt][e], kL2E, -ma2));  // -inf (masked) -> 0
-                pb = ex2_approx(fmaf(pc[nt][2 + e], kL2E, -mb2));
-              } else {
-                pa = expf(pc[nt][e] - mx_a);
-                pb = expf(pc[nt][2 + e] - mx_b);
-              }
-              sw_a += pa;
-              sw_b += pb;
-              pc[nt][e] = cw * pa;
-              pc[nt][2 + e] = cw * pb;
-            }
-          }
-          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
-          sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
-          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
-          sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
-        }
-        // ---- 2. LA inside chunks c-1, c: A = FQ FK^T masked to j < la_end(n)
-        if (la_any) {
-          const T* FQw = FQs + warp * 16 * LDS;
-          const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            if (!a_act[hh]) continue;
-            float a[8][4];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks) {
-              uint32_t fa[4];
-              ldsm_x4(fa, smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
-#pragma unroll
-              for (int np = 0; np < 4; ++np) {
-                uint32_t kf[4];
-                ldsm_x4(kf, smem_u32(Fh[hh] + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-                mma16816<T>(a[np * 2], fa, kf[0], kf[1]);
-                mma16816<T>(a[np * 2 + 1], fa, kf[2], kf[3]);
-              }
-            }
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int j = key0 + hh * kC + i * 8 + 2 * t + e;
-                const float xa = j < le_a ? a[i][e] : 0.f, xb = j < le_b ? a[i][2 + e] : 0.f;
-                sl_a += xa;
-                sl_b += xb;
-                pc[hh * 8 + i][e] += xa;
-                pc[hh * 8 + i][2 + e] += xb;
-              }
-            }
-          }
-          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
-          sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 2);
-          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 1);
-          sl_b += __shfl_xor_sync(0xffffffffu, sl_b, 2);
-        }
-      }
-      // Q and FQ are done here (the state warps arrive once their FQ R_c and fq . z are in X):
-      // fetch chunk c+1's into the same slots while P V runs.
-      named_bar_sync(1, 256);
-      if (!SLOAD && c + 1 < hi) load_qf(c + 1, tid, Half{});
-      cp_commit();
-      // ---- 3. O = (coef P + A) V
-      float o[ND][4];
-#pragma unroll
-      for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-      if constexpr (TRIM) {
-#pragma unroll
-        for (int i = -3; i <= 4; ++i) {
-          const int kt = warp + i;
-          if (kt < 0 || !((win && i >= 0) || kt * 16 < le_rel)) continue;  // warp-uniform
-          const int n0 = (i + 3) * 2;
-          uint32_t pa[4];
-          pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
-          pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
-          pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
-          pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
-          const T* vrow = ktile(Vh, kt) + (lane & 15) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t vf[4];
-            ldsm_x4_t(vf, smem_u32(vrow + np * 16));
-            mma16816<T>(o[2 * np], pa, vf[0], vf[1]);
-            mma16816<T>(o[2 * np + 1], pa, vf[2], vf[3]);
-          }
-        }
-      } else {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          if (!v_act[hh]) continue;
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-            const int n0 = hh * 8 + kk * 2;
-            uint32_t pa[4];
-            pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
-            pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
-            pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
-            pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
-            const T* vrow = Vh[hh] + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-            for (int np = 0; np < ND / 2; ++np) {
-              uint32_t vf[4];
-              ldsm_x4_t(vf, smem_u32(vrow + np * 16));
-              mma16816<T>(o[2 * np], pa, vf[0], vf[1]);
-              mma16816<T>(o[2 * np + 1], pa, vf[2], vf[3]);
-            }
-          }
-        }
-      }
-      // ---- 4. inter-chunk LA from the state warps: O += FQ R_c, den_la += fq . z_c
-      float* Xa = X + (warp * 16 + g) * XLD;
-      if (la) {
-#pragma unroll
-        for (int nt = 0; nt < ND; ++nt) {
-          const float2 xa = *reinterpret_cast<const float2*>(Xa + nt * 8 + 2 * t);
-          const float2 xb = *reinterpret_cast<const float2*>(Xa + 8 * XLD + nt * 8 + 2 * t);
-          o[nt][0] += xa.x;
-          o[nt][1] += xa.y;
-          o[nt][2] += xb.x;
-          o[nt][3] += xb.y;
-        }
-        sl_a += xden[warp * 16 + g];
-        sl_b += xden[warp * 16 + g + 8];
-      }
-      // ---- 5. normalise, write y (staged through this warp's own rows of X) and the statistics
-      const float dsw_a = win ? gw * sw_a : 0.f, dsw_b = win ? gw * sw_b : 0.f;
-      const float dla_a = la ? gl * sl_a : 0.f, dla_b = la ? gl * sl_b : 0.f;
-      const float den_a = dsw_a + dla_a, den_b = dsw_b + dla_b;
-      const float ia = den_a > 0.f ? oscale / den_a : 0.f, ib = den_b > 0.f ? oscale / den_b : 0.f;
-      __syncwarp();
-      T* Ow = reinterpret_cast<T*>(X + warp * 16 * XLD);  // row stride 2 * XLD elements
-#pragma unroll
-      for (int nt = 0; nt < ND; ++nt) {
-        const int col = nt * 8 + 2 * t;
-        *reinterpret_cast<uint32_t*>(Ow + g * 2 * XLD + col) = pack2<T>(o[nt][0] * ia, o[nt][1] * ia);
-        *reinterpret_cast<uint32_t*>(Ow + (g + 8) * 2 * XLD + col) = pack2<T>(o[nt][2] * ib, o[nt][3] * ib);
-      }
-      if constexpr (!SSTORE) {
-        __syncwarp();
-        constexpr int CPR = D / 8;
-#pragma unroll
-        for (int i = lane; i < 16 * CPR; i += 32) {
-          const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
-          if (n < T_)
-            *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * 2 * XLD + cc * 8);
-        }
-      }
-      if (t == 0) {
-        const int64_t base = (int64_t)bh * T_;
-        if (va) {
-          p.c[base + na] = win ? mx_a : 0.f;
-          p.den_swa[base + na] = dsw_a;
-          p.den_la[base + na] = dla_a;
-        }
-        if (vb) {
-          p.c[base + nb] = win ? mx_b : 0.f;
-          p.den_swa[base + nb] = dsw_b;
-          p.den_la[base + nb] = dla_b;
-        }
-      }
-    }
-  } else {
-    // ================= state warps =================
-    const int ws = warp - 4, sid = tid - 128, cb = ws * (D / 4);
-    float r[SMT][ND][4];  // R^T: rows (dv) cb + 16 mt + g (+8), columns (f) 8 nt + 2t (+1)
-    float zr = 0.f;       // z[sid] (sid < D)
-#pragma unroll
-    for (int mt = 0; mt < SMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < ND; ++nt) r[mt][nt][0] = r[mt][nt][1] = r[mt][nt][2] = r[mt][nt][3] = 0.f;
-    if (s > 0) {
-      // R_{lo} = the sum of the chunks before this segment (fp32 [f*D + col] then z[f]), from nent
-      // entries per head: kk > 0: the first s kk sub-segment sums, added here (few segments: no prefix
-      // pass); kk = 0: entry s holds the prefix already
-      const int64_t per = (int64_t)D * D + D;
-      const int e0 = kk > 0 ? 0 : s, e1 = kk > 0 ? s * kk : s + 1;
-#pragma unroll 1
-      for (int e = e0; e < e1; ++e) {
-        const float* src = part + ((int64_t)bh * nent + e) * per;
-#pragma unroll
-        for (int mt = 0; mt < SMT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < ND; ++nt) {
-            const int col = cb + mt * 16 + g, f = nt * 8 + 2 * t;
-            r[mt][nt][0] += src[(int64_t)f * D + col];
-            r[mt][nt][1] += src[(int64_t)(f + 1) * D + col];
-            r[mt][nt][2] += src[(int64_t)f * D + col + 8];
-            r[mt][nt][3] += src[(int64_t)(f + 1) * D + col + 8];
-          }
-        if (sid < D) zr += src[(int64_t)D * D + sid];
-      }
-    }
-    if (sid < D) zs[(lo & 1) * D + sid] = zr;
-    for (int c = lo; c < hi; ++c) {
-      cp_wait<0>();
-      __syncthreads();
-      if (c + 1 < hi) {
-        if (SLOAD) load_kvf(c + 1, sid, Half{});
-        else load_kvf(c + 1, tid, All{});
-      }
-      cp_commit();
-      if constexpr (SSTORE) {
-        if (c > lo) store_y(c - 1, sid, 128);
-        named_bar_sync(2, 128);  // every state warp is done with those rows before FQ R_c overwrites X
-      }
-      if (la) {
-        // FQ R_c into X: rows 16 mt + g (+8), columns cb + 8j + 2t (+1)
-#pragma unroll
-        for (int mt = 0; mt < kC / 16; ++mt) {
-          float ol[SNO][4];
-#pragma unroll
-          for (int j = 0; j < SNO; ++j) ol[j][0] = ol[j][1] = ol[j][2] = ol[j][3] = 0.f;
-#pragma unroll
-          for (int ks = 0; ks < KS; ++ks) {
-            uint32_t fa[4];
-            ldsm_x4(fa, smem_u32(FQs + (mt * 16 + (lane & 15)) * LDS + ks * 16 + (lane >> 4) * 8));
-            // f16 fq meets the bf16 state as bf16 (as the two-kernel path's hi part)
-            if constexpr (!std::is_same<T, __nv_bfloat16>::value)
-#pragma unroll
-              for (int i = 0; i < 4; ++i) fa[i] = h2_to_bf2(fa[i]);
-#pragma unroll
-            for (int j = 0; j < SNO; ++j) {
-              const int m2 = j >> 1, e = (j & 1) * 2;
-              const uint32_t b0 = pack2<__nv_bfloat16>(r[m2][2 * ks][e], r[m2][2 * ks][e + 1]);
-              const uint32_t b1 = pack2<__nv_bfloat16>(r[m2][2 * ks + 1][e], r[m2][2 * ks + 1][e + 1]);
-              mma16816<__nv_bfloat16>(ol[j], fa, b0, b1);
-            }
-          }
-#pragma unroll
-          for (int j = 0; j < SNO; ++j) {
-            float* xr = X + (mt * 16 + g) * XLD + cb + j * 8 + 2 * t;
-            *reinterpret_cast<float2*>(xr) = make_float2(ol[j][0], ol[j][1]);
-            *reinterpret_cast<float2*>(xr + 8 * XLD) = make_float2(ol[j][2], ol[j][3]);
-          }
-        }
-        // fq . z_c (fp32): two threads per row
-        {
-          const int row = sid >> 1, half = sid & 1;
-          const T* fr = FQs + row * LDS + half * (D / 2);
-          const float* zz = zs + (c & 1) * D + half * (D / 2);
-          float acc = 0.f;
-#pragma unroll
-          for (int i = 0; i < D / 2; i += 8) {
-            const uint4 u = *reinterpret_cast<const uint4*>(fr + i);
-            const float4 z0 = *reinterpret_cast<const float4*>(zz + i), z1 = *reinterpret_cast<const float4*>(zz + i + 4);
-            const float2 f0 = unpack2<T>(u.x), f1 = unpack2<T>(u.y), f2 = unpack2<T>(u.z), f3 = unpack2<T>(u.w);
-            acc += f0.x * z0.x + f0.y * z0.y + f1.x * z0.z + f1.y * z0.w + f2.x * z1.x + f2.y * z1.y + f3.x * z1.z + f3.y * z1.w;
-          }
-          acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-          if (half == 0) xden[row] = acc;
-        }
-      }
-      // X, xden written, FQ read. A full barrier (bar.sync: the state warps then wait for the
-      // attention warps' S and A, and update R during P V): with bar.arrive, compute-sanitizer's
-      // racecheck flags the FQ reload that follows in the attention warps (dev builds: arrive = 1)
-      if (arrive) named_bar_arrive(1, 256);
-      else named_bar_sync(1, 256);
-      if (SLOAD && c + 1 < hi) load_qf(c + 1, sid, Half{});
-      cp_commit();
-      if (c + 1 >= hi) continue;  // R_{c+1} is not read by this CTA
-      if (c >= 1) {
-        // R_{c+1} = R_c + FK_{c-1}^T V_{c-1}, z_{c+1} = z_c + sum fk (chunk c-1's tiles are still here)
-        const T* FKp = FKs + slot(c - 1) * TILE;
-        const T* Vp = Vs + slot(c - 1) * TILE;
-#pragma unroll
-        for (int kk = 0; kk < kC / 16; ++kk) {
-          uint32_t a[SMT][4];
-#pragma unroll
-          for (int mt = 0; mt < SMT; ++mt)
-            ldsm_x4_t(a[mt], smem_u32(Vp + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + cb + mt * 16 + ((lane >> 3) & 1) * 8));
-          const T* frow = FKp + (kk * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t bf[4];
-            ldsm_x4_t(bf, smem_u32(frow + np * 16));
-#pragma unroll
-            for (int mt = 0; mt < SMT; ++mt) {
-              mma16816<T>(r[mt][2 * np], a[mt], bf[0], bf[1]);
-              mma16816<T>(r[mt][2 * np + 1], a[mt], bf[2], bf[3]);
-            }
-          }
-        }
-        if (sid < D) {
-          float zsum = 0.f;
-#pragma unroll 8
-          for (int j = 0; j < kC; ++j) zsum += ldf(FKp + j * LDS + sid);
-          zr += zsum;
-        }
-      }
-      if (sid < D) zs[((c + 1) & 1) * D + sid] = zr;
-    }
-  }
-  if constexpr (SSTORE) {
-    __syncthreads();  // the last chunk's rows are in X
-    if (warp >= 4) store_y(hi - 1, tid - 128, 128);
-  }
-  cp_wait<0>();
-}
-
 #ifdef HA_FAST_TIMING
 }  // namespace fast
 int g_fast_timing = 0;   // dev builds only: print a per-kernel breakdown of the next calls
 int g_fast_seg_mult = 4;  // dev builds only: state segments target g_fast_seg_mult * SMs blocks
                           // (0: one segment, also for the fused kernel)
-int g_fast_fused = 3;     // dev builds only: 0 two-kernel path, 1 fused with expf, 2 the same with the
-                          // bar.arrive handoff, 3 fused with ex2.approx (what non-dev builds run)
+int g_fast_fused = 1;     // dev builds only: 0 = the two-kernel path also where the fused kernel applies
 namespace fast {
 #endif
 
@@ -1180,33 +583,12 @@ int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fuse
 namespace fast {
 #endif
 
-// The variant non-dev builds run (dev builds: --fused 10+V forces V in {0, 2, 3, 10, 11, 16},
-// --fused 99 is this choice): kFwBlocks, and where the window frame does not hold fused_fwd_kernel
-// with state-warp loads and no trim. H200 harness, bf16, H=32, d=F=dv=128, w=64, side by side:
-// B=4 T=2048 fused kernel 0.177-0.179 ms (kFwWalk, the previous choice) -> 0.163-0.164 ms
-// (kFwBlocks); B=1 T=16384 0.350-0.354 -> 0.316-0.321 ms (forward 0.442 -> 0.403-0.406 ms).
-// Earlier, H100: kFwWalk 0.176-0.179 / 0.472 ms once the loads were cheap to issue
-// (load_chunk_rows); with the state-warp y stores too 0.509 ms at B=1.
-constexpr int kFwWalk = kFwTrim | kFwStateLoads;
-#ifdef HA_FAST_TIMING
-constexpr int kFwSegmented = kFwTrim | kFwStateLoads | kFwStateStores;  // (dev comparisons)
-#endif
-
-template <class T, int D>
-void launch_fused_blocks(const KP& p, int G, int nseg, int nent, int kk, const float* part, cudaStream_t st) {
-  constexpr size_t smem = fused_blocks_smem_bytes<T, D>();
-  check(cudaFuncSetAttribute(fused_blocks_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+template <class T, int D, bool FRAME>
+void launch_fused(const KP& p, int G, int nseg, int nent, int kk, const float* part, cudaStream_t st) {
+  constexpr size_t smem = fused_fwd_smem_bytes<T, D>();
+  check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, FRAME>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
         "fused fwd smem");
-  fused_blocks_kernel<T, D><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, nent, kk, part);
-  check_launch("fused_fwd_blocks");
-}
-
-template <class T, int D, bool EX2, int V>
-void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, const float* part, cudaStream_t st) {
-  constexpr size_t smem = fused_smem_bytes<T, D>();
-  check(cudaFuncSetAttribute(fused_fwd_kernel<T, D, EX2, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-        "fused fwd smem");
-  fused_fwd_kernel<T, D, EX2, V><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, nent, kk, arrive, part);
+  fused_fwd_kernel<T, D, FRAME><<<dim3(nseg, p.B * p.H), 256, smem, st>>>(p, G, nseg, nent, kk, part);
   check_launch("fused_fwd");
 }
 
@@ -1221,17 +603,11 @@ void launch_fused(const KP& p, int G, int nseg, int nent, int kk, int arrive, co
 template <class T, int D>
 bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
-  constexpr size_t smem = std::max(fused_smem_bytes<T, D>(), fused_blocks_smem_bytes<T, D>());
+  constexpr size_t smem = fused_fwd_smem_bytes<T, D>();
   if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
-  int want = 0, variant = kFwBlocks, subs = 1;
-  [[maybe_unused]] int arrive = 0;
-  bool ex2 = true;
+  int want = 0, subs = 1;
 #ifdef HA_FAST_TIMING
   if (!g_fast_fused) return false;
-  arrive = g_fast_fused == 2;
-  ex2 = g_fast_fused >= 3;  // non-dev builds: always (6% faster, same sweep errors, H200)
-  if (g_fast_fused < 10) variant = 0;
-  else if (g_fast_fused < 99) variant = g_fast_fused - 10;
   subs = g_fast_sub;
   if (g_fast_seg_mult == 0) want = 1;
   if (g_fast_fused_want > 0) want = g_fast_fused_want;
@@ -1256,8 +632,8 @@ bool run_fused(const KP& p, cudaStream_t st) {
       if (nseg < 2) k = 1, Gs = G;
     }
   }
-  // the 5-tile window frame holds for sliding windows and terraced ones with w <= 32
-  if (!(p.geom == 0 || p.w <= kC / 2)) variant = (variant & kFwBlocks) ? kFwWalk & ~kFwTrim : variant & ~kFwTrim;
+  // the 5-tile frame holds for sliding windows and terraced ones with w <= 32
+  const bool frame = p.geom == 0 || p.w <= kC / 2;
   cudaEvent_t ev[3] = {};
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) for (auto& e : ev) check(cudaEventCreate(&e), "timing event");
@@ -1289,25 +665,8 @@ bool run_fused(const KP& p, cudaStream_t st) {
     }
   }
   if (ev[1]) check(cudaEventRecord(ev[1], st), "timing event");
-  if (!ex2) {
-#ifdef HA_FAST_TIMING
-    launch_fused<T, D, false, 0>(p, G, nseg, nent, kk, arrive, part, st);  // dev comparisons only: the accurate expf softmax
-#endif
-  } else {
-    switch (variant) {
-#ifdef HA_FAST_TIMING
-      case 0: launch_fused<T, D, true, 0>(p, G, nseg, nent, kk, arrive, part, st); break;  // the previous kernel
-#endif
-      case kFwBlocks: launch_fused_blocks<T, D>(p, G, nseg, nent, kk, part, st); break;
-      case kFwWalk & ~kFwTrim: launch_fused<T, D, true, kFwWalk & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
-#ifdef HA_FAST_TIMING
-      case kFwWalk: launch_fused<T, D, true, kFwWalk>(p, G, nseg, nent, kk, 0, part, st); break;  // the previous shipped variant
-      case kFwSegmented: launch_fused<T, D, true, kFwSegmented>(p, G, nseg, nent, kk, 0, part, st); break;
-      case kFwSegmented & ~kFwTrim: launch_fused<T, D, true, kFwSegmented & ~kFwTrim>(p, G, nseg, nent, kk, 0, part, st); break;
-#endif
-      default: throw std::logic_error("fused forward: no such variant");
-    }
-  }
+  if (frame) launch_fused<T, D, true>(p, G, nseg, nent, kk, part, st);
+  else launch_fused<T, D, false>(p, G, nseg, nent, kk, part, st);
 #ifdef HA_FAST_TIMING
   if (g_fast_timing) {
     check(cudaEventRecord(ev[2], st), "timing event");
@@ -1315,8 +674,8 @@ bool run_fused(const KP& p, cudaStream_t st) {
     float a = 0, b = 0;
     cudaEventElapsedTime(&a, ev[0], ev[1]);
     cudaEventElapsedTime(&b, ev[1], ev[2]);
-    printf("  fused%s breakdown (%d segments of %d chunks, %d sums each): alloc+state sums+prefix %.3f ms, fused kernel %.3f ms\n",
-           arrive ? " (arrive)" : ex2 ? " (ex2)" : "", nseg, G, k, a, b);
+    printf("  fused breakdown (%d segments of %d chunks, %d sums each): alloc+state sums+prefix %.3f ms, fused kernel %.3f ms\n",
+           nseg, G, k, a, b);
     for (auto& e : ev) cudaEventDestroy(e);
   }
 #endif

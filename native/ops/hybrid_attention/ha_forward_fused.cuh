@@ -1,24 +1,33 @@
-// Fused forward with row-block states (kFwBlocks, the variant ha_forward_fast.cu runs wherever the
-// 5-tile frame holds). It keeps fused_fwd_kernel's warp roles (4 attention warps, 16 rows each;
-// 4 state warps holding R in registers), its tile frame and its statistics. What changes:
-//
-// 1. Balanced warps. In fused_fwd_kernel attention warp w computes A = FQ FK^T and P V over the LA
-//    tiles of chunk c-1 left of its rows (0 to 3 tiles), so warp 3 issues 272 mma per chunk and
-//    warp 0 176; warp w shares its SM partition with state warp w + 4 (256 mma each), so the
-//    partition of warp 3 sets the pace. Here the state warps serve each 16-row block from its own
-//    state: block mt reads R_c plus chunk c-1's first mt 16-key tiles (FQ_mt R is taken, then tile
-//    mt is added to R: the same mma count as before), so every attention warp handles only the 5
-//    tiles of its frame (176 mma). This needs every key of those first mt tiles to be an LA key of
-//    every row of block mt: m(64c + 16 mt) >= 64(c-1) + 16 mt, true wherever the 5-tile frame
-//    holds (sliding windows w <= 64: m(n) = n - w + 1; terraced w <= 32: m(n) >= n - 2w + 1;
-//    la-full and overlap: m(n) = n + 1).
-// 2. Loads issued early. FQ(c) is now read by the state warps until their last block, so it is
-//    double-buffered: K and FQ share a pool of 4 tiles (K(m) in tile m % 4, FQ(m) in tile
-//    (m + 2) % 4): FQ(c+1) goes into K(c-1)'s tile as soon as the attention warps are done with
-//    S (barrier kBarS); each attention warp reloads its own Q rows right after its S. No barrier
-//    makes the attention warps wait for the state warps except the block's X (kBarX + w).
-// Barriers: 0 __syncthreads (chunk landed), kBarS (attention warps, 128), kBarX + mt (state warps
-// arrive, attention warp mt syncs: 160), kBarZ (state warps, 128).
+// Fused forward (Hopper-sized shared memory, one CTA per SM) for the modes with an LA branch: the
+// state walk runs inside the attention kernel, so R_c never goes to HBM. grid (segments, B*H),
+// 256 threads (ha_forward_fast.cu's two-kernel path has the same maths in two steps):
+//   warps 0-3 (attention): rows 64c + 16w + [0, 16) of chunk c: window S = Q K^T, masks, row
+//     max, P = exp(S - c) (ex2.approx); A = FQ FK^T on the LA keys of chunks c-1|c that the
+//     block's state does not hold; O = (coef P + A) V; then O += X, den_la += xden from the state
+//     warps; normalise and write y and the statistics.
+//   warps 4-7 (state): hold R^T (dv x F, fp32) in registers, warp s owning dv columns
+//     [sD/4, (s+1)D/4). The accumulator layout of R^T = V^T FK is the mma B-fragment layout of R,
+//     so FQ R is computed straight from the registers (rounded to bf16 as the two-kernel path
+//     stores R_c) into X (fp32, chunk rows x dv), and fq . z (fp32, SIMT) into xden.
+// Row-block states (FRAME): block mt (16 rows, attention warp mt) reads R_c plus chunk c-1's first
+// mt 16-key tiles: the state warps take FQ_mt R, then add tile mt to R (the update they owe anyway,
+// R_{c+1} = R_c + FK_{c-1}^T V_{c-1}, in four steps), so each attention warp works only on the 5
+// key tiles [mt, mt + 4] its rows can see (176 mma per chunk for every warp; with the LA tiles of
+// chunk c-1 left of the rows computed by the attention warps, warp 3 issued 272 and set the pace
+// of its SM partition, which it shares with state warp 7: B=4 T=2048, H200, 0.178 -> 0.164 ms).
+// This needs every key of those mt tiles to be an LA key of every row of block mt,
+// m(64c + 16 mt) >= 64(c-1) + 16 mt, true wherever the 5-tile window frame holds: sliding windows
+// w <= 64 (m(n) = n - w + 1), terraced w <= 32 (m(n) >= n - 2w + 1), la-full / overlap (m(n) = n + 1).
+// Loads: each input row is loaded once per CTA. V and FK live in 3-slot rings (chunks c-1, c, and
+// c+1 in flight); K and FQ share a pool of 4 tiles (K(m) in tile m % 4, FQ(m) in tile (m + 2) % 4)
+// because FQ(c) is read by the state warps until their last block: FQ(c+1) goes into K(c-1)'s
+// tile as soon as the attention warps are done with S (barrier kBarS), and each attention warp
+// reloads its own Q rows right after its S. Only a block's X (kBarX + mt) makes an attention warp
+// wait for the state warps. Barriers: 0 __syncthreads (chunk c landed, chunk c-1 done), kBarS
+// (attention warps, 128), kBarX + mt (state warps arrive, attention warp mt syncs: 160), kBarZ
+// (state warps, 128). Sequence-parallel segments when B*H is below the SM count: CTA s > 0 walks
+// chunks [sG+1, (s+1)G+1) from R_{sG+1}: it adds the sub-segment sums of the chunks before it, or
+// reads their prefix (run_fused).
 #pragma once
 #include <climits>
 #include <cmath>
@@ -33,17 +42,22 @@ namespace fast {
 constexpr int kBarS = 1, kBarX = 2, kBarZ = 6;
 
 template <class T, int D>
-constexpr size_t fused_blocks_smem_bytes() {
+constexpr size_t fused_fwd_smem_bytes() {
   // K/FQ pool (4 tiles) + V, FK rings (3 each) + Q (16-bit, row stride D + 8), X (fp32, stride
   // D + 8), xden, the z of the four row blocks
   return sizeof(T) * 11 * kC * (D + 8) + sizeof(float) * ((size_t)kC * (D + 8) + kC + 4 * D);
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int nseg, int nent, int kk,
+// !FRAME (terraced w = 64, whose window reaches back to the start of chunk c-1): the attention
+// warps work on the tiles [0, w + 4] of chunks c-1|c, every block reads R_c, and chunk c-1 is added
+// to R after the last block.
+template <class T, int D, bool FRAME>
+__global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg, int nent, int kk,
                                                               const float* __restrict__ part) {
   constexpr int LDS = D + 8, TILE = kC * LDS, ND = D / 8, KS = D / 16;
   constexpr int XLD = D + 8;    // fp32 row stride of X: float2 accesses of a half-warp hit 32 banks
+  constexpr int I0 = FRAME ? 0 : -3;  // tiles kt = warp + i, i in [I0, 5) (kt >= 0)
+  constexpr int NPC = 2 * (5 - I0);   // 8-key accumulator tiles
   constexpr int SMT = D / 64;   // state warp: m-tiles (16 dv columns) of R^T
   constexpr int SNO = D / 32;   // state warp: 8-column n-tiles of FQ R
   extern __shared__ __align__(16) unsigned char smraw[];
@@ -100,10 +114,10 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
       const T* Fh[2] = {FKs + rslot(c - 1) * TILE, FKs + rslot(c) * TILE};
       const int na = row0 + warp * 16 + g, nb = na + 8;
       const bool va = na < T_, vb = nb < T_;
-      // tile i in [0, 5) of the frame: keys key0 + 16 (warp + i) + [0, 16); P / A in pc[2i], pc[2i+1]
-      float pc[10][4];
+      // tile i in [I0, 5): keys key0 + 16 (warp + i) + [0, 16); P / A in pc[2(i - I0)], pc[2(i - I0) + 1]
+      float pc[NPC][4];
 #pragma unroll
-      for (int i = 0; i < 10; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
+      for (int i = 0; i < NPC; ++i) pc[i][0] = pc[i][1] = pc[i][2] = pc[i][3] = 0.f;
       float mx_a = 0.f, mx_b = 0.f, sw_a = 0.f, sw_b = 0.f, sl_a = 0.f, sl_b = 0.f;
       auto ktile = [&](const T* const (&hb)[2], int kt) { return (kt < 4 ? hb[0] : hb[1]) + (kt & 3) * 16 * LDS; };
       const int le_rel = la ? la_end(p, row0 + warp * 16 + 15) - key0 : INT_MIN;  // A keys of the warp: kl < le_rel
@@ -115,11 +129,12 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
           uint32_t qa[4];
           ldsm_x4(qa, smem_u32(Qw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
-          for (int i = 0; i < 5; ++i) {
+          for (int i = I0; i < 5; ++i) {
+            if (!FRAME && warp + i < 0) continue;  // warp-uniform (FRAME: i >= 0)
             uint32_t kf[4];
             ldsm_x4(kf, smem_u32(ktile(Kh, warp + i) + ((lane & 7) + (lane >> 4) * 8) * LDS + ks * 16 + ((lane >> 3) & 1) * 8));
-            mma16816<T>(pc[i * 2], qa, kf[0], kf[1]);
-            mma16816<T>(pc[i * 2 + 1], qa, kf[2], kf[3]);
+            mma16816<T>(pc[(i - I0) * 2], qa, kf[0], kf[1]);
+            mma16816<T>(pc[(i - I0) * 2 + 1], qa, kf[2], kf[3]);
           }
         }
         // this warp's Q rows are read: fetch chunk c+1's (the other warps' rows are theirs)
@@ -136,10 +151,10 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
         const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
         float ma = -INFINITY, mb = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < 10; ++nt) {
+        for (int nt = 0; nt < NPC; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int j = key0 + warp * 16 + nt * 8 + 2 * t + e;
+            const int j = key0 + (warp + I0) * 16 + nt * 8 + 2 * t + e;
             float x = pc[nt][e] * p.scale;
             x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
             pc[nt][e] = x;
@@ -158,7 +173,7 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
         mx_b = mb == -INFINITY ? 0.f : mb;
         const float ma2 = mx_a * kLog2e, mb2 = mx_b * kLog2e;
 #pragma unroll
-        for (int nt = 0; nt < 10; ++nt) {
+        for (int nt = 0; nt < NPC; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const float pa = ex2_approx(fmaf(pc[nt][e], kLog2e, -ma2));  // -inf (masked) -> 0
@@ -174,18 +189,18 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
         sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
         sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
       }
-      // ---- 2. LA keys of the frame: A = FQ FK^T over its tiles left of le_rel, masked to j < m(n)
-      //      (the LA keys left of the frame are in the block's state, step 4)
-      if (le_rel > warp * 16) {
+      // ---- 2. LA keys of the tiles: A = FQ FK^T over those left of le_rel, masked to j < m(n)
+      //      (FRAME: the LA keys left of the frame are in the block's state, step 4)
+      if (le_rel > (warp + I0) * 16) {
         const T* FQw = Pool + fqslot(c) * TILE + warp * 16 * LDS;
         const int le_a = va ? la_end(p, na) : INT_MIN, le_b = vb ? la_end(p, nb) : INT_MIN;
         uint32_t fa[KS][4];
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) ldsm_x4(fa[ks], smem_u32(FQw + (lane & 15) * LDS + ks * 16 + (lane >> 4) * 8));
 #pragma unroll
-        for (int i = 0; i < 5; ++i) {
+        for (int i = I0; i < 5; ++i) {
           const int kt = warp + i;
-          if (kt * 16 >= le_rel) continue;  // warp-uniform
+          if ((!FRAME && kt < 0) || kt * 16 >= le_rel) continue;  // warp-uniform
           float a0[4] = {0.f, 0.f, 0.f, 0.f}, a1[4] = {0.f, 0.f, 0.f, 0.f};
           const T* fb = ktile(Fh, kt) + ((lane & 7) + (lane >> 4) * 8) * LDS + ((lane >> 3) & 1) * 8;
 #pragma unroll
@@ -202,10 +217,10 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
             const float x1 = j1 < le_a ? a1[e] : 0.f, y1 = j1 < le_b ? a1[2 + e] : 0.f;
             sl_a += x0 + x1;
             sl_b += y0 + y1;
-            pc[2 * i][e] += x0;
-            pc[2 * i][2 + e] += y0;
-            pc[2 * i + 1][e] += x1;
-            pc[2 * i + 1][2 + e] += y1;
+            pc[2 * (i - I0)][e] += x0;
+            pc[2 * (i - I0)][2 + e] += y0;
+            pc[2 * (i - I0) + 1][e] += x1;
+            pc[2 * (i - I0) + 1][2 + e] += y1;
           }
         }
         sl_a += __shfl_xor_sync(0xffffffffu, sl_a, 1);
@@ -218,14 +233,15 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
 #pragma unroll
       for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 #pragma unroll
-      for (int i = 0; i < 5; ++i) {
+      for (int i = I0; i < 5; ++i) {
         const int kt = warp + i;
-        if (!(win || kt * 16 < le_rel)) continue;  // warp-uniform
+        if ((!FRAME && kt < 0) || !(win || kt * 16 < le_rel)) continue;  // warp-uniform
+        const int n0 = 2 * (i - I0);
         uint32_t pa[4];
-        pa[0] = pack2<T>(pc[2 * i][0], pc[2 * i][1]);
-        pa[1] = pack2<T>(pc[2 * i][2], pc[2 * i][3]);
-        pa[2] = pack2<T>(pc[2 * i + 1][0], pc[2 * i + 1][1]);
-        pa[3] = pack2<T>(pc[2 * i + 1][2], pc[2 * i + 1][3]);
+        pa[0] = pack2<T>(pc[n0][0], pc[n0][1]);
+        pa[1] = pack2<T>(pc[n0][2], pc[n0][3]);
+        pa[2] = pack2<T>(pc[n0 + 1][0], pc[n0 + 1][1]);
+        pa[3] = pack2<T>(pc[n0 + 1][2], pc[n0 + 1][3]);
         const T* vrow = ktile(Vh, kt) + (lane & 15) * LDS + (lane >> 4) * 8;
 #pragma unroll
         for (int np = 0; np < ND / 2; ++np) {
@@ -296,7 +312,9 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
 #pragma unroll
       for (int nt = 0; nt < ND; ++nt) r[mt][nt][0] = r[mt][nt][1] = r[mt][nt][2] = r[mt][nt][3] = 0.f;
     if (s > 0) {
-      // R_{lo} = the sum of the chunks before chunk lo - 1 (see fused_fwd_kernel)
+      // R_{lo} = the sum of the chunks before chunk lo - 1 (fp32 [f*D + col] then z[f]), from nent
+      // entries per head: kk > 0: the first s kk sub-segment sums, added here (few segments: no
+      // prefix pass); kk = 0: entry s holds the prefix already
       const int64_t per = (int64_t)D * D + D;
       const int e0 = kk > 0 ? 0 : s, e1 = kk > 0 ? s * kk : s + 1;
 #pragma unroll 1
@@ -324,12 +342,30 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
       const T* FKp = FKs + rslot(c - 1) * TILE;  // chunk c-1 (zeros for c = 0)
       const T* Vp = Vs + rslot(c - 1) * TILE;
       const T* FQc = Pool + fqslot(c) * TILE;
-      // z of each row block; zr becomes z_{c+1}
+      // R += FK^T V over the 16 keys of chunk c-1's tile mt
+      auto add_tile = [&](int mt) {
+        uint32_t a[SMT][4];
+#pragma unroll
+        for (int m2 = 0; m2 < SMT; ++m2)
+          ldsm_x4_t(a[m2], smem_u32(Vp + (mt * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + cb + m2 * 16 + ((lane >> 3) & 1) * 8));
+        const T* frow = FKp + (mt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
+#pragma unroll
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, smem_u32(frow + np * 16));
+#pragma unroll
+          for (int m2 = 0; m2 < SMT; ++m2) {
+            mma16816<T>(r[m2][2 * np], a[m2], bf[0], bf[1]);
+            mma16816<T>(r[m2][2 * np + 1], a[m2], bf[2], bf[3]);
+          }
+        }
+      };
+      // z of each row block (!FRAME: z_c for all); zr becomes z_{c+1}
       if (sid < D) {
         float z = zr;
 #pragma unroll
         for (int mt = 0; mt < 4; ++mt) {
-          zb[mt * D + sid] = z;
+          zb[mt * D + sid] = FRAME ? z : zr;
           float zsum = 0.f;
 #pragma unroll
           for (int j = 0; j < 16; ++j) zsum += ldf(FKp + (mt * 16 + j) * LDS + sid);
@@ -383,24 +419,15 @@ __global__ void __launch_bounds__(256, 1) fused_blocks_kernel(KP p, int G, int n
           *reinterpret_cast<float2*>(xr + 8 * XLD) = make_float2(ol[j][2], ol[j][3]);
         }
         named_bar_arrive(kBarX + mt, 160);  // block mt's X and xden are in place
-        // R += FK^T V over chunk c-1's tile mt (the next block's state; after the last block: R_{c+1})
-        if (c >= 1 && (mt < 3 || c + 1 < hi)) {
-          uint32_t a[SMT][4];
-#pragma unroll
-          for (int m2 = 0; m2 < SMT; ++m2)
-            ldsm_x4_t(a[m2], smem_u32(Vp + (mt * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + cb + m2 * 16 + ((lane >> 3) & 1) * 8));
-          const T* frow = FKp + (mt * 16 + (lane & 15)) * LDS + (lane >> 4) * 8;
-#pragma unroll
-          for (int np = 0; np < ND / 2; ++np) {
-            uint32_t bf[4];
-            ldsm_x4_t(bf, smem_u32(frow + np * 16));
-#pragma unroll
-            for (int m2 = 0; m2 < SMT; ++m2) {
-              mma16816<T>(r[m2][2 * np], a[m2], bf[0], bf[1]);
-              mma16816<T>(r[m2][2 * np + 1], a[m2], bf[2], bf[3]);
-            }
-          }
+        // FRAME: R += chunk c-1's tile mt (the next block's state; after the last block: R_{c+1})
+        if constexpr (FRAME) {
+          if (c >= 1 && (mt < 3 || c + 1 < hi)) add_tile(mt);
         }
+      }
+      if constexpr (!FRAME) {
+        if (c >= 1 && c + 1 < hi)
+#pragma unroll
+          for (int mt = 0; mt < kC / 16; ++mt) add_tile(mt);
       }
     }
   }
