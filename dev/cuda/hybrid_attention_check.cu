@@ -551,6 +551,8 @@ static void fast_sweep(std::mt19937_64& rng) {
   // scan (own random stream: the cases above keep their inputs)
   std::mt19937_64 rng19(19);
   for (DType dt : {DType::BF16, DType::F16}) fast_case({1, 1, 1, 2400, 64, 64, 64, 64, 8, 0, 0, 0, 1, dt}, rng19);
+  // terraced w = 64 over 10 segments: the fused forward without the 5-tile frame
+  for (DType dt : {DType::BF16, DType::F16}) fast_case({1, 1, 1, 1300, 64, 64, 64, 64, 8, 0, 1, 1, 1, dt}, rng19);
   printf("\nFAST SWEEP: %d cases, %d failures\n", g_fast_cases, g_fast_fail);
   const char* dn[] = {"bf16", "f16"};
   for (int i = 0; i < 2; ++i)

@@ -131,6 +131,8 @@ const fastShapes: (HybridCase & { window: number; geometry: WindowGeometry })[] 
   { B: 1, H: 2, Hkv: 2, T: 200, d: 128, dv: 128, F: 128, seed: 205, window: 64, geometry: 'terraced' },
   // B*H = 1: 19 segments, so more than 16 segment sums: the forward's prefix pass and the backward's scan
   { B: 1, H: 1, Hkv: 1, T: 2400, d: 64, dv: 64, F: 64, seed: 206, window: 64, geometry: 'sliding' },
+  // terraced w = 64 (the fused forward's branch without the 5-tile frame) over 10 segments
+  { B: 1, H: 1, Hkv: 1, T: 1300, d: 64, dv: 64, F: 64, seed: 207, window: 64, geometry: 'terraced' },
 ];
 const fastModes: HybridMode[] = ['hybrid', 'swa', 'la', 'la-full', 'overlap'];
 
