@@ -66,6 +66,16 @@ constexpr int kU = 8;     // rows of S loaded per thread before use (memory-leve
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("hybrid_decode_cuda (") + what + "): " + cudaGetErrorString(e));
 }
+// Lets `kern` take `bytes` of dynamic shared memory (beyond the 48 KB default); max_carveout: as many
+// blocks per SM as shared memory allows (the kernels whose speed is the bytes in flight).
+template <class K>
+void allow_smem(K* kern, size_t bytes, bool max_carveout = false) {
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  if (max_carveout)
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared),
+          "carveout attribute");
+}
 
 // Kernel parameters (POD, by value).
 struct DP {
@@ -2041,8 +2051,7 @@ void launch_step_t(const DP& k, cudaStream_t st) {
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "shared memory limit");
   if (bytes > (size_t)optin)
     fail("window / sinks / dims too large for shared memory (" + std::to_string(bytes) + " bytes needed)");
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(step_kernel<T, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  allow_smem(step_kernel<T, V>, bytes);
   step_kernel<T, V><<<(unsigned)((ll)k.B * k.H), kNT, bytes, st>>>(k);
   check(cudaGetLastError(), "step kernel");
 }
@@ -2104,8 +2113,7 @@ template <class T, int KR, int KC, int MB>
 void launch_step1_t(const DP& k, const Caps& c, cudaStream_t st) {
   const Smem1 L(k.d, k.F, k.W, k.C, k.NS);
   const size_t bytes = (size_t)L.total * sizeof(float);
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(step1_kernel<T, KR, KC, MB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+  allow_smem(step1_kernel<T, KR, KC, MB>, bytes);
   (void)c;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)((ll)k.B * k.H * k.ns));
@@ -2175,11 +2183,7 @@ int choose_fused(const DP& k, int E, const Caps& c) {
 template <class T>
 void launch_fused_t(const DP& k, size_t bytes, cudaStream_t st) {
   void (*kern)(DP) = step2_kernel<T>;
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
-  // as many blocks per SM as shared memory allows: the bytes in flight are what sets the speed
-  check(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared),
-        "carveout attribute");
+  allow_smem(kern, bytes, true);  // the bytes in flight are what sets the speed
   const ll clusters = (ll)k.B * k.H;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)(clusters * k.ns));
@@ -2231,10 +2235,7 @@ size_t persist_bytes(const DP& k, int bps, int E, const Caps& c, int* nst) {
 template <class T>
 void launch_persist_t(const DP& k, size_t bytes, int bps, const Caps& c, cudaStream_t st) {
   void (*kern)(DP) = step3_kernel<T>;
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
-  check(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared),
-        "carveout attribute");
+  allow_smem(kern, bytes, true);
   const ll items = (ll)k.B * k.H;
   const ll grid = std::min<ll>(items, (ll)c.sms * bps);
   step3_kernel<T><<<(unsigned)grid, kNT3, bytes, st>>>(k);
@@ -2256,8 +2257,7 @@ void launch_build_t(const DP& k, ll T0, ll J, cudaStream_t st) {
     const int FT = std::max(1, std::min(std::min(k.F, kNT * kBI / k.dv), kNT));
     if ((ll)k.dv > (ll)kNT * kBI) fail("value_dim too large for the parallel prefill");
     const size_t bytes = (size_t)kBJ * (FT + k.dv) * sizeof(float);
-    if (bytes > 48 * 1024)
-      check(cudaFuncSetAttribute(build_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "smem attribute");
+    allow_smem(build_kernel<T>, bytes);
     dim3 grid((unsigned)((ll)k.B * k.H), (unsigned)((k.F + FT - 1) / FT));
     build_kernel<T><<<grid, kNT, bytes, st>>>(k, J, FT);
     check(cudaGetLastError(), "build kernel");
