@@ -65,30 +65,6 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x;
 }
 
-// A warp's 16 x D tile of fp32 C fragments (rows r0 + [0, 16) of dst, times sc) stored as T through
-// the warp's own shared rows stg (stride D + 8): 16-byte row stores instead of 4-byte fragment
-// stores that touch 8 rows per instruction (H200, B=4 T=2048: key kernel 0.51 -> 0.45 ms, row
-// kernel 0.50 -> 0.48 ms for dfq alone). Rows >= T_ are skipped. The warp must be done with stg.
-template <class T, int D>
-__device__ __forceinline__ void warp_store_tile(T* dst, int r0, int T_, T* stg, const float (&o)[D / 8][4], float sc,
-                                                int lane) {
-  constexpr int LDS = D + 8, CPR = D / 8;
-  const int g = lane >> 2, t = lane & 3;
-  __syncwarp();
-#pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int col = nt * 8 + 2 * t;
-    *reinterpret_cast<uint32_t*>(stg + g * LDS + col) = pack2<T>(o[nt][0] * sc, o[nt][1] * sc);
-    *reinterpret_cast<uint32_t*>(stg + (g + 8) * LDS + col) = pack2<T>(o[nt][2] * sc, o[nt][3] * sc);
-  }
-  __syncwarp();
-#pragma unroll
-  for (int i = lane; i < 16 * CPR; i += 32) {
-    const int r = i / CPR, cc = i - r * CPR, n = r0 + r;
-    if (n < T_) *reinterpret_cast<uint4*>(dst + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(stg + r * LDS + cc * 8);
-  }
-  __syncwarp();
-}
 
 // acc (16 rows x D) += X M, X the warp's 16 x 128 operand as 8 A fragments (keys of chunks c-1,
 // c), M the 128 key rows x D in shared memory (row stride D + 8); 16-key tiles with !act[kt]

@@ -241,47 +241,8 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
         }
       }
     }
-    const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
-    const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
-    float ma = -INFINITY, mb = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      if (!s_act[nt / 8]) continue;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int j = key0 + nt * 8 + 2 * t + e;
-        float x = pc[nt][e] * p.scale;
-        x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
-        pc[nt][e] = x;
-        ma = fmaxf(ma, x);
-        float z = pc[nt][2 + e] * p.scale;
-        z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
-        pc[nt][2 + e] = z;
-        mb = fmaxf(mb, z);
-      }
-    }
-    ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
-    ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
-    mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
-    mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
-    mx_a = ma == -INFINITY ? 0.f : ma;
-    mx_b = mb == -INFINITY ? 0.f : mb;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      if (!s_act[nt / 8]) continue;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float pa = expf(pc[nt][e] - mx_a), pb = expf(pc[nt][2 + e] - mx_b);
-        sw_a += pa;
-        sw_b += pb;
-        pc[nt][e] = cw * pa;
-        pc[nt][2 + e] = cw * pb;
-      }
-    }
-    sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
-    sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
-    sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
-    sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
+    window_softmax<false>(pc, p, key0, t, na, nb, va, vb, cw, [&](int nt) { return s_act[nt / 8]; }, mx_a, mx_b, sw_a,
+                          sw_b);
   }
 
   cp_wait<0>();
@@ -411,33 +372,9 @@ __global__ void __launch_bounds__(128, 2) fast_fwd_kernel(KP p, const __nv_bfloa
   const float dla_a = la ? gl * sl_a : 0.f, dla_b = la ? gl * sl_b : 0.f;
   const float den_a = dsw_a + dla_a, den_b = dsw_b + dla_b;
   const float ia = den_a > 0.f ? oscale / den_a : 0.f, ib = den_b > 0.f ? oscale / den_b : 0.f;
-  T* Ow = B0 + warp * 16 * LDS;  // rows only this warp ever read (its Q rows)
-#pragma unroll
-  for (int nt = 0; nt < ND; ++nt) {
-    const int col = nt * 8 + 2 * t;
-    *reinterpret_cast<uint32_t*>(Ow + g * LDS + col) = pack2<T>(o[nt][0] * ia, o[nt][1] * ia);
-    *reinterpret_cast<uint32_t*>(Ow + (g + 8) * LDS + col) = pack2<T>(o[nt][2] * ib, o[nt][3] * ib);
-  }
-  __syncwarp();
-  constexpr int CPR = D / 8;
-#pragma unroll
-  for (int i = lane; i < 16 * CPR; i += 32) {
-    const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
-    if (n < T_) *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * LDS + cc * 8);
-  }
-  if (t == 0) {
-    const int64_t base = (int64_t)bh * T_;
-    if (va) {
-      p.c[base + na] = win ? mx_a : 0.f;
-      p.den_swa[base + na] = dsw_a;
-      p.den_la[base + na] = dla_a;
-    }
-    if (vb) {
-      p.c[base + nb] = win ? mx_b : 0.f;
-      p.den_swa[base + nb] = dsw_b;
-      p.den_la[base + nb] = dla_b;
-    }
-  }
+  // y staged through rows only this warp ever read (its Q rows)
+  warp_store_tile<T, D>(y, row0 + warp * 16, T_, B0 + warp * 16 * LDS, o, ia, ib, lane);
+  write_row_stats(p, (int64_t)bh * T_, t, na, nb, va, vb, win ? mx_a : 0.f, win ? mx_b : 0.f, dsw_a, dsw_b, dla_a, dla_b);
 }
 
 #ifdef HA_FAST_TIMING

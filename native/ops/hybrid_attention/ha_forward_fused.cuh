@@ -146,49 +146,9 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       if (c + 1 < hi)
         load_chunk_rows<T, D, 32, 16>(Pool + fqslot(c + 1) * TILE + warp * 16 * LDS, fq, (c + 1) * kC + warp * 16, T_, lane);
       cp_commit();
-      if (win) {
-        const int wlo_a = va ? win_lo(p, na) : INT_MAX, whi_a = va ? na : INT_MIN;
-        const int wlo_b = vb ? win_lo(p, nb) : INT_MAX, whi_b = vb ? nb : INT_MIN;
-        float ma = -INFINITY, mb = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NPC; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int j = key0 + (warp + I0) * 16 + nt * 8 + 2 * t + e;
-            float x = pc[nt][e] * p.scale;
-            x = (j >= wlo_a && j <= whi_a) ? x : -INFINITY;
-            pc[nt][e] = x;
-            ma = fmaxf(ma, x);
-            float z = pc[nt][2 + e] * p.scale;
-            z = (j >= wlo_b && j <= whi_b) ? z : -INFINITY;
-            pc[nt][2 + e] = z;
-            mb = fmaxf(mb, z);
-          }
-        }
-        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 1));
-        ma = fmaxf(ma, __shfl_xor_sync(0xffffffffu, ma, 2));
-        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 1));
-        mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 2));
-        mx_a = ma == -INFINITY ? 0.f : ma;
-        mx_b = mb == -INFINITY ? 0.f : mb;
-        const float ma2 = mx_a * kLog2e, mb2 = mx_b * kLog2e;
-#pragma unroll
-        for (int nt = 0; nt < NPC; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pa = ex2_approx(fmaf(pc[nt][e], kLog2e, -ma2));  // -inf (masked) -> 0
-            const float pb = ex2_approx(fmaf(pc[nt][2 + e], kLog2e, -mb2));
-            sw_a += pa;
-            sw_b += pb;
-            pc[nt][e] = cw * pa;
-            pc[nt][2 + e] = cw * pb;
-          }
-        }
-        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 1);
-        sw_a += __shfl_xor_sync(0xffffffffu, sw_a, 2);
-        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 1);
-        sw_b += __shfl_xor_sync(0xffffffffu, sw_b, 2);
-      }
+      if (win)
+        window_softmax<true>(pc, p, key0 + (warp + I0) * 16, t, na, nb, va, vb, cw, [](int) { return true; }, mx_a, mx_b,
+                             sw_a, sw_b);
       // ---- 2. LA keys of the tiles: A = FQ FK^T over those left of le_rel, masked to j < m(n)
       //      (FRAME: the LA keys left of the frame are in the block's state, step 4)
       if (le_rel > (warp + I0) * 16) {
@@ -272,35 +232,9 @@ __global__ void __launch_bounds__(256, 1) fused_fwd_kernel(KP p, int G, int nseg
       const float dla_a = la ? gl * sl_a : 0.f, dla_b = la ? gl * sl_b : 0.f;
       const float den_a = dsw_a + dla_a, den_b = dsw_b + dla_b;
       const float ia = den_a > 0.f ? oscale / den_a : 0.f, ib = den_b > 0.f ? oscale / den_b : 0.f;
-      __syncwarp();
-      T* Ow = reinterpret_cast<T*>(X + warp * 16 * XLD);  // row stride 2 * XLD elements
-#pragma unroll
-      for (int nt = 0; nt < ND; ++nt) {
-        const int col = nt * 8 + 2 * t;
-        *reinterpret_cast<uint32_t*>(Ow + g * 2 * XLD + col) = pack2<T>(o[nt][0] * ia, o[nt][1] * ia);
-        *reinterpret_cast<uint32_t*>(Ow + (g + 8) * 2 * XLD + col) = pack2<T>(o[nt][2] * ib, o[nt][3] * ib);
-      }
-      __syncwarp();
-      constexpr int CPR = D / 8;
-#pragma unroll
-      for (int i = lane; i < 16 * CPR; i += 32) {
-        const int r = i / CPR, cc = i - r * CPR, n = row0 + warp * 16 + r;
-        if (n < T_)
-          *reinterpret_cast<uint4*>(y + (int64_t)n * D + cc * 8) = *reinterpret_cast<const uint4*>(Ow + r * 2 * XLD + cc * 8);
-      }
-      if (t == 0) {
-        const int64_t base = (int64_t)bh * T_;
-        if (va) {
-          p.c[base + na] = win ? mx_a : 0.f;
-          p.den_swa[base + na] = dsw_a;
-          p.den_la[base + na] = dla_a;
-        }
-        if (vb) {
-          p.c[base + nb] = win ? mx_b : 0.f;
-          p.den_swa[base + nb] = dsw_b;
-          p.den_la[base + nb] = dla_b;
-        }
-      }
+      // y staged through this warp's own rows of X (16-bit, row stride 2 XLD elements)
+      warp_store_tile<T, D, 2 * XLD>(y, row0 + warp * 16, T_, reinterpret_cast<T*>(X + warp * 16 * XLD), o, ia, ib, lane);
+      write_row_stats(p, (int64_t)bh * T_, t, na, nb, va, vb, win ? mx_a : 0.f, win ? mx_b : 0.f, dsw_a, dsw_b, dla_a, dla_b);
     }
   } else {
     // ================= state warps: R^T (dv x F, fp32) in registers, dv columns [cb, cb + D/4) =================
