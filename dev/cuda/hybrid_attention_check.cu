@@ -38,7 +38,7 @@
 #include "ops/hybrid_attention/hybrid_attention.h"
 
 #ifdef HA_FAST_TIMING
-namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused, g_bwd_nseg, g_bwd_sub_p, g_fast_sub, g_fast_fused_want, g_fast_sub_k; } }
+namespace ha { namespace cuda_detail { extern int g_fast_timing, g_fast_seg_mult, g_fast_fused, g_bwd_nseg, g_bwd_sub_p, g_fast_fused_want, g_fast_sub_k; } }
 #endif
 using namespace ha;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(2); } } while (0)
@@ -623,21 +623,16 @@ static void time_shape(int B, int H, int T, int w, DType dt, int mode = 0) {
     uint64_t thr = UINT64_MAX, zero = 0;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr));
     // side by side in the same run, twice: the two-kernel path (state walk + main kernel) and the fused kernel
-    const int sel[][2] = {{0, 1}, {1, 1}, {0, 1}, {1, 1}};
-    for (auto& fs : sel) {
-      const int fused = fs[0];
-      if (fs[1] == 0 && (int64_t)B * H >= 132) continue;
+    for (const int fused : {0, 1, 0, 1}) {
       cuda_detail::g_fast_fused = fused;
-      cuda_detail::g_fast_sub = fs[1];
       float tr = bench([&] { hybrid_attention_forward_cuda(p, st); });
-      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s, sum blocks %s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
-             fused == 0 ? "two-kernel" : "fused", fs[1] ? "per sub-segment" : "per segment");
+      printf("TIME %-4s %-7s B=%d H=%d T=%d w=%d: fwd %.3f ms (%s)\n", dtype_name(dt), mode_name(mode), B, H, T, w, tr,
+             fused == 0 ? "two-kernel" : "fused");
       cuda_detail::g_fast_timing = 1;
       hybrid_attention_forward_cuda(p, st);
       cuda_detail::g_fast_timing = 0;
     }
     cuda_detail::g_fast_fused = g_fused_sel;
-    cuda_detail::g_fast_sub = 1;
     CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &zero));
   }
 #endif

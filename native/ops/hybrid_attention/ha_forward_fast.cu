@@ -515,7 +515,6 @@ __global__ void segment_prefix_kernel(const float* __restrict__ sub, float* __re
 
 #ifdef HA_FAST_TIMING
 }  // namespace fast
-int g_fast_sub = 1;  // dev builds only: 0 = one segment-sum block per fused segment (k = 1)
 int g_fast_fused_want = 0, g_fast_sub_k = 0;  // dev builds only: force the fused segment count / sums per segment
 namespace fast {
 #endif
@@ -542,10 +541,9 @@ bool run_fused(const KP& p, cudaStream_t st) {
   constexpr int LDS = D + 8;
   constexpr size_t smem = fused_fwd_smem_bytes<T, D>();
   if (!mode_has_la(p.mode) || (int64_t)smem > max_smem_optin()) return false;
-  int want = 0, subs = 1;
+  int want = 0;
 #ifdef HA_FAST_TIMING
   if (!g_fast_fused) return false;
-  subs = g_fast_sub;
   if (g_fast_seg_mult == 0) want = 1;
   if (g_fast_fused_want > 0) want = g_fast_fused_want;
 #endif
@@ -556,7 +554,7 @@ bool run_fused(const KP& p, cudaStream_t st) {
   if (want > 1 && M >= 4) {
     G = std::max(2, (M + want - 1) / want);
     nseg = (M + G - 1) / G;
-    if (subs && nseg > 1) {
+    if (nseg > 1) {
       // about 2 sum blocks per SM (registers: 95 a thread), at least 4 chunks per block
       k = std::min(kMaxSub, std::max(1, 2 * sm_count() / ((nseg - 1) * BH)));
       k = std::max(1, std::min(k, G / 4));
